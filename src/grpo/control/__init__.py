@@ -1,0 +1,1 @@
+"""Classic control (gymnasium): GRPO, PPO and the article's naive variant."""

@@ -1,0 +1,66 @@
+"""KL estimators and policy entropies.
+
+KL estimators follow Schulman's note "Approximating KL Divergence" (2020): with samples drawn
+from the policy and ``log_r = log pi_ref(a) - log pi_theta(a)``,
+
+- k1 = -log_r                      unbiased, can be negative
+- k2 = log_r ** 2 / 2              biased, low variance, always >= 0
+- k3 = exp(log_r) - log_r - 1      unbiased and always >= 0: the one GRPO uses (DeepSeekMath eq. 4)
+
+All take per-sample (or per-token) log-probs [...] and return per-sample estimates [...].
+Note: in GRPO the samples come from pi_old, not pi_theta, once the policy has taken a step
+(mu > 1 iterations, or several epochs in classic control); k3 is then no longer exactly
+unbiased. We keep the paper's estimator and say so, as TRL and verl do.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from grpo.core.registry import Registry
+
+KL_ESTIMATORS: Registry = Registry("KL estimator")
+
+# exp() of a log-ratio above this overflows float32 gradients; clamping keeps a broken batch finite.
+_MAX_LOG_RATIO = 20.0
+
+
+@KL_ESTIMATORS.register("k1")
+def kl_k1(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    return logp - ref_logp
+
+
+@KL_ESTIMATORS.register("k2")
+def kl_k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    return 0.5 * (ref_logp - logp) ** 2
+
+
+@KL_ESTIMATORS.register("k3")
+def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    log_r = (ref_logp - logp).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
+    return torch.exp(log_r) - log_r - 1.0
+
+
+def kl_estimate(logp: Tensor, ref_logp: Tensor, estimator: str = "k3") -> Tensor:
+    """Per-sample KL(pi_theta || pi_ref) estimate by name (``k1``, ``k2``, ``k3``)."""
+    return KL_ESTIMATORS.get(estimator)(logp, ref_logp)
+
+
+def categorical_entropy(logits: Tensor) -> Tensor:
+    """Entropy of Categorical(logits). [..., A] -> [...]."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def gaussian_entropy(log_std: Tensor) -> Tensor:
+    """Entropy of a diagonal Gaussian with ``log_std`` [..., D], summed over D. -> [...]."""
+    return (log_std + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+
+
+def gaussian_log_prob(actions: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+    """Log-density of a diagonal Gaussian, summed over the action dims. [..., D] -> [...]."""
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)

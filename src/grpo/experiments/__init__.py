@@ -1,0 +1,1 @@
+"""Experiments: GRPO vs PPO comparisons, tables and plots."""

@@ -1,0 +1,1 @@
+"""Language models: GRPO and PPO for Hugging Face causal LMs."""
