@@ -107,3 +107,61 @@ class JsonlWriter:
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     with open(path) as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+class AtomicDir:
+    """Write a folder (e.g. a checkpoint) so that a crash never leaves a half-written one.
+
+    Files go into ``<parent>/.<name>.tmp``; :meth:`commit` fsyncs them, moves an existing
+    ``<name>`` aside to ``.<name>.old``, renames the new folder into place, then deletes the old
+    one. :func:`resolve_dir` finds the last complete folder even if the crash fell between the
+    two renames.
+
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> with AtomicDir(root / "ckpt") as tmp:
+    ...     _ = (tmp / "a.txt").write_text("1")
+    >>> (root / "ckpt" / "a.txt").read_text()
+    '1'
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.tmp = self.path.parent / f".{self.path.name}.tmp"
+        self.old = self.path.parent / f".{self.path.name}.old"
+
+    def __enter__(self) -> Path:
+        import shutil
+
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp)
+        self.tmp.mkdir(parents=True)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        import shutil
+
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        for f in self.tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        _fsync_dir(self.tmp)
+        if self.path.exists():
+            if self.old.exists():
+                shutil.rmtree(self.old)
+            os.replace(self.path, self.old)
+        os.replace(self.tmp, self.path)
+        _fsync_dir(self.path.parent)
+        shutil.rmtree(self.old, ignore_errors=True)
+
+
+def resolve_dir(path: str | Path) -> Path | None:
+    """The complete folder written by :class:`AtomicDir` at ``path``, or None if there is none."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    old = path.parent / f".{path.name}.old"
+    return old if old.is_dir() else None

@@ -1,0 +1,210 @@
+"""GRPO for gymnasium environments: groups of episodes from one reset seed, no critic.
+
+One iteration:
+  1. collect B groups; the G episodes of a group start from the same reset seed (a fresh seed
+     per group) and differ only by the policy's sampling;
+  2. advantages from the group (``grpo.core``): the episode return normalised in its group and
+     given to every step (outcome supervision), or returns-to-go normalised across the group at
+     the same time step, or per-step rewards normalised over the group (process supervision);
+  3. several epochs over minibatches of whole episodes of the clipped surrogate, the ratio taken
+     against the policy that collected the data, plus beta * KL(pi_theta || pi_ref) (k3);
+  4. every ``ref_sync_every`` iterations the reference becomes the current policy (iterative GRPO).
+
+Departures from DeepSeekMath section 4, all deliberate:
+  - "Outputs" are episodes and "tokens" are time steps; a group shares an initial state (the
+    reset seed) rather than a question.
+  - The paper does one update per exploration stage; here ``epochs`` x ``minibatches`` updates
+    per batch, as in PPO, because env steps (not generation) are the scarce resource, and that
+    is what makes the ratio and the clip act.
+  - The reference is re-synced every R iterations instead of after a reward-model retraining.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from grpo.control.envs import EnvInfo
+from grpo.control.policies import Actor, count_parameters
+from grpo.control.rollout import EpisodeBatch, GroupCollector
+from grpo.utils.metrics import mean_metrics
+from grpo.core import (
+    AGGREGATIONS,
+    KL_ESTIMATORS,
+    RATIO_LEVELS,
+    REWARD_SCALES,
+    Registry,
+    discounted_returns,
+    group_advantages,
+    grpo_loss,
+    masked_mean,
+    process_advantages,
+    timestep_group_advantages,
+)
+
+
+@dataclass
+class GRPOConfig:
+    """Classic-control GRPO. Per-env tuned values live in ``grpo.control.defaults``."""
+
+    group_size: int = field(default=8, metadata={"help": "G: episodes per group (same reset seed)"})
+    groups: int = field(default=2, metadata={"help": "B: groups collected per iteration"})
+    advantage: str = field(default="outcome", metadata={
+        "help": "outcome: group-normalised episode return on every step; timestep: returns-to-go "
+                "normalised across the group at each t; process: per-step rewards normalised over "
+                "the group (DeepSeekMath 4.1.3)", "choices": ["outcome", "timestep", "process"]})
+    reward_scale: str = field(default="group", metadata={
+        "help": "divide centred rewards by the group std (GRPO), the batch std, or nothing (Dr. GRPO)",
+        "choices": list(REWARD_SCALES)})
+    gamma: float = field(default=0.99, metadata={"help": "discount of returns-to-go (timestep advantage)"})
+    epochs: int = field(default=10, metadata={"help": "passes over each batch"})
+    minibatches: int = field(default=2, metadata={"help": "minibatches (of whole episodes) per epoch"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    anneal_lr: bool = field(default=False, metadata={"help": "decay the learning rate linearly to 0"})
+    eps_low: float = field(default=0.2, metadata={"help": "lower clip range: ratio >= 1 - eps_low"})
+    eps_high: float | None = field(default=None, metadata={"help": "upper clip range (None: eps_low)"})
+    ratio_level: str = field(default="token", metadata={
+        "help": "importance ratio per time step, or per episode (GSPO)", "choices": RATIO_LEVELS.names()})
+    aggregation: str = field(default="token-mean", metadata={
+        "help": "how per-step losses become one number", "choices": AGGREGATIONS.names()})
+    beta: float = field(default=0.04, metadata={"help": "KL penalty coefficient; 0 disables the reference"})
+    kl_estimator: str = field(default="k3", metadata={"help": "KL estimator", "choices": KL_ESTIMATORS.names()})
+    ref_sync_every: int = field(default=10, metadata={"help": "R: reset the reference to the policy every R iterations"})
+    ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus coefficient"})
+    max_grad_norm: float = field(default=0.5, metadata={"help": "gradient-norm clip"})
+    hidden: list[int] = field(default_factory=lambda: [64, 64], metadata={"help": "hidden layer sizes"})
+    activation: str = field(default="tanh", metadata={"help": "hidden activation", "choices": ["tanh", "relu"]})
+    init_log_std: float = field(default=0.0, metadata={"help": "initial log-std (continuous actions)"})
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.group_size >= 2, "group_size must be >= 2 (a group of one has no baseline)"),
+            (self.groups >= 1, "groups must be >= 1"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (1 <= self.minibatches <= self.groups * self.group_size,
+             "minibatches must be between 1 and groups * group_size"),
+            (self.lr > 0, "lr must be > 0"),
+            (0 < self.eps_low < 1, "eps_low must be in (0, 1)"),
+            (self.eps_high is None or self.eps_high > 0, "eps_high must be > 0"),
+            (self.beta >= 0, "beta must be >= 0"),
+            (self.ref_sync_every >= 1, "ref_sync_every must be >= 1"),
+            (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
+            (self.max_grad_norm > 0, "max_grad_norm must be > 0"),
+            (self.advantage in ADVANTAGES, f"advantage must be one of {ADVANTAGES.names()}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"grpo config: {message}")
+        for name, registry in (("ratio_level", RATIO_LEVELS), ("aggregation", AGGREGATIONS),
+                               ("kl_estimator", KL_ESTIMATORS)):
+            registry.get(getattr(self, name))  # raises a ValueError naming the choices
+        if self.reward_scale not in REWARD_SCALES:
+            raise ValueError(f"grpo config: reward_scale must be one of {REWARD_SCALES}")
+
+
+# Episode-level advantage estimators, all (batch, cfg) -> [E, T].
+ADVANTAGES: Registry = Registry("control advantage")
+
+
+@ADVANTAGES.register("outcome")
+def outcome_advantages(batch: EpisodeBatch, cfg: GRPOConfig) -> Tensor:
+    returns = batch.returns.view(cfg.groups, cfg.group_size)  # [B, G]
+    adv = group_advantages(returns, cfg.reward_scale)  # [B, G]
+    return adv.reshape(-1, 1) * batch.mask  # [E, T]
+
+
+@ADVANTAGES.register("timestep")
+def timestep_advantages(batch: EpisodeBatch, cfg: GRPOConfig) -> Tensor:
+    rtg = discounted_returns(batch.rewards, batch.mask, cfg.gamma)  # [E, T]
+    shape = (cfg.groups, cfg.group_size, -1)
+    adv = timestep_group_advantages(rtg.view(shape), batch.mask.view(shape), cfg.reward_scale)
+    return adv.reshape(batch.mask.shape)  # [E, T]
+
+
+@ADVANTAGES.register("process")
+def process_step_advantages(batch: EpisodeBatch, cfg: GRPOConfig) -> Tensor:
+    # Every time step is a "reasoning step" whose reward is the env reward and which ends at t.
+    E, T = batch.mask.shape
+    shape = (cfg.groups, cfg.group_size, T)
+    ends = torch.arange(T).expand(E, T).reshape(shape)
+    adv = process_advantages(batch.rewards.view(shape), ends, batch.mask.view(shape), T)
+    return adv.reshape(E, T) * batch.mask
+
+
+class GRPOAgent:
+    """The actor, its reference copy, the optimiser and the episode collector."""
+
+    def __init__(self, cfg: GRPOConfig, info: EnvInfo, seed: int):
+        self.cfg, self.info = cfg, info
+        self.actor = Actor(info, tuple(cfg.hidden), cfg.activation, cfg.init_log_std)
+        self.ref = copy.deepcopy(self.actor).requires_grad_(False) if cfg.beta > 0 else None
+        self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, eps=1e-5, fused=True)
+        self.collector = GroupCollector(info, cfg.groups, cfg.group_size)
+        self.seed_rng = np.random.default_rng(seed)  # fresh reset seeds, one per group
+        self.iteration = 0
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"actor": self.actor} | ({"ref": self.ref} if self.ref is not None else {})
+
+    def param_count(self) -> int:
+        return count_parameters(self.actor)
+
+    def collect(self) -> EpisodeBatch:
+        seeds = self.seed_rng.integers(0, 2**31 - 1, size=self.cfg.groups).tolist()
+        return self.collector.collect(self.actor, seeds)
+
+    def update(self, batch: EpisodeBatch, progress: float) -> dict[str, float]:
+        cfg = self.cfg
+        if cfg.anneal_lr:
+            self.optimizer.param_groups[0]["lr"] = cfg.lr * max(1.0 - progress, 0.0)
+        adv = ADVANTAGES.get(cfg.advantage)(batch, cfg)  # [E, T]
+        mask = batch.mask
+        ref_logp = None
+        if self.ref is not None:
+            ref_logp = torch.zeros_like(batch.logp)  # [E, T]
+            with torch.no_grad():
+                ref_logp[mask] = self.ref.log_prob_entropy(batch.obs[mask], batch.actions[mask])[0]
+        E = mask.shape[0]
+        history: list[dict[str, torch.Tensor]] = []
+        for _ in range(cfg.epochs):
+            for idx in torch.randperm(E).chunk(cfg.minibatches):
+                mb_mask = mask[idx]  # [e, T]
+                logp = torch.zeros(mb_mask.shape)  # [e, T]; padding stays 0 and is masked out
+                logp_flat, entropy = self.actor.log_prob_entropy(batch.obs[idx][mb_mask], batch.actions[idx][mb_mask])
+                logp = logp.masked_scatter(mb_mask, logp_flat)
+                loss, metrics = grpo_loss(
+                    logp, batch.logp[idx], adv[idx], mb_mask,
+                    ref_logp=None if ref_logp is None else ref_logp[idx], beta=cfg.beta,
+                    eps_low=cfg.eps_low, eps_high=cfg.eps_high, ratio_level=cfg.ratio_level,
+                    aggregation=cfg.aggregation, kl_estimator=cfg.kl_estimator,
+                    constant=float(self.info.max_episode_steps))
+                entropy_mean = entropy.mean()
+                if cfg.ent_coef:
+                    loss = loss - cfg.ent_coef * entropy_mean
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                metrics["policy/entropy"] = entropy_mean.detach()
+                metrics["policy/grad_norm"] = grad_norm
+                history.append(metrics)
+        self.iteration += 1
+        if self.ref is not None and self.iteration % cfg.ref_sync_every == 0:
+            self.ref.load_state_dict(self.actor.state_dict())
+        out = mean_metrics(history)
+        returns = batch.returns.view(cfg.groups, cfg.group_size)
+        out.update({
+            "train/episode_return_mean": float(batch.returns.mean()),
+            "train/episode_length_mean": float(batch.lengths.float().mean()),
+            "train/zero_std_group_frac": float((returns.std(1) < 1e-6).float().mean()),
+            "train/advantage_abs_mean": float(masked_mean(adv.abs(), mask)),
+            "train/lr": self.optimizer.param_groups[0]["lr"],
+        })
+        return out
+
+    def close(self) -> None:
+        self.collector.close()

@@ -1,0 +1,184 @@
+"""Collecting experience: whole episodes in groups (GRPO) and fixed-length rollouts (PPO).
+
+Shape letters: E episodes (= B groups x G samples, group-major), T time steps (padded to the
+longest episode), D observation size, N parallel environments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from torch import Tensor
+
+from grpo.control.envs import EnvInfo, make_env
+from grpo.control.policies import Actor, Critic
+
+
+@dataclass
+class EpisodeBatch:
+    """Whole episodes, right-padded to the longest one. Episode e belongs to group e // G."""
+
+    obs: Tensor  # [E, T, D]
+    actions: Tensor  # [E, T] (discrete) or [E, T, A]
+    logp: Tensor  # [E, T] log-probs under the policy that collected them
+    rewards: Tensor  # [E, T]
+    mask: Tensor  # [E, T] true on real steps
+    returns: Tensor  # [E] undiscounted episode returns
+    env_steps: int
+
+    @property
+    def lengths(self) -> Tensor:
+        return self.mask.sum(-1)
+
+
+class GroupCollector:
+    """Plays G episodes per group, all reset with the group's seed, differing only by sampling.
+
+    The environments are plain ``gym.Env`` objects stepped in lockstep with one batched policy
+    call per step; an episode that has ended is not stepped again (a vector env would keep
+    stepping or auto-reset it, which is not what a group needs).
+    """
+
+    def __init__(self, info: EnvInfo, n_groups: int, group_size: int):
+        if info.max_episode_steps is None:
+            raise ValueError(f"env: {info.env_id} has no time limit; set max_episode_steps so "
+                             "that every episode of a group ends")
+        self.info, self.group_size = info, group_size
+        self.n_episodes = n_groups * group_size
+        self.envs = [make_env(info.env_id, info.max_episode_steps) for _ in range(self.n_episodes)]
+        E, T, D = self.n_episodes, info.max_episode_steps, info.obs_dim
+        act_shape = (E, T) if info.discrete else (E, T, info.action_dim)
+        self._obs = np.zeros((E, T, D), dtype=np.float32)
+        self._actions = np.zeros(act_shape, dtype=np.int64 if info.discrete else np.float32)
+        self._logp = np.zeros((E, T), dtype=np.float32)
+        self._rewards = np.zeros((E, T), dtype=np.float32)
+
+    def collect(self, actor: Actor, seeds: list[int]) -> EpisodeBatch:
+        """One episode per environment; ``seeds`` holds one reset seed per group."""
+        G = self.group_size
+        if len(seeds) * G != self.n_episodes:
+            raise ValueError(f"need {self.n_episodes // G} group seeds, got {len(seeds)}")
+        E = self.n_episodes
+        obs = np.stack([env.reset(seed=int(seeds[e // G]))[0] for e, env in enumerate(self.envs)])
+        obs = obs.astype(np.float32)  # [E, D]
+        lengths = np.zeros(E, dtype=np.int64)
+        active = np.arange(E)
+        t = 0
+        while active.size:
+            self._obs[active, t] = obs[active]
+            actions, logp = actor.sample(torch.from_numpy(obs[active]))
+            env_actions = actor.to_env(actions)
+            self._actions[active, t] = actions.numpy()
+            self._logp[active, t] = logp.numpy()
+            still = []
+            for k, e in enumerate(active):
+                o, r, term, trunc, _ = self.envs[e].step(env_actions[k])
+                self._rewards[e, t] = r
+                obs[e] = o
+                if term or trunc:
+                    lengths[e] = t + 1
+                else:
+                    still.append(e)
+            active = np.asarray(still, dtype=np.int64)
+            t += 1
+        T = int(lengths.max())
+        mask = torch.arange(T)[None, :] < torch.from_numpy(lengths)[:, None]  # [E, T]
+        rewards = torch.from_numpy(self._rewards[:, :T].copy()) * mask
+        return EpisodeBatch(
+            obs=torch.from_numpy(self._obs[:, :T].copy()),
+            actions=torch.from_numpy(self._actions[:, :T].copy()),
+            logp=torch.from_numpy(self._logp[:, :T].copy()),
+            rewards=rewards,
+            mask=mask,
+            returns=rewards.sum(-1),
+            env_steps=int(lengths.sum()),
+        )
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+@dataclass
+class StepBatch:
+    """A fixed-length rollout of N environments for T steps (time is the last dimension)."""
+
+    obs: Tensor  # [N, T, D]
+    actions: Tensor  # [N, T] or [N, T, A]
+    logp: Tensor  # [N, T]
+    values: Tensor  # [N, T]  V(s_t)
+    next_values: Tensor  # [N, T] V(s_{t+1}); at a truncated step, V of the final observation
+    rewards: Tensor  # [N, T]
+    terminated: Tensor  # [N, T]
+    episode_end: Tensor  # [N, T] terminated or truncated
+    episode_returns: list[float]  # returns of the episodes that ended during the rollout
+    env_steps: int
+
+
+class StepCollector:
+    """PPO's rollouts: a gymnasium SyncVectorEnv with same-step auto-reset, so that the final
+    observation of a truncated episode is at hand to bootstrap its value."""
+
+    def __init__(self, info: EnvInfo, n_envs: int, seed: int):
+        self.info, self.n_envs = info, n_envs
+        self.envs = SyncVectorEnv([lambda: make_env(info.env_id, info.max_episode_steps)] * n_envs,
+                                  autoreset_mode=AutoresetMode.SAME_STEP)
+        obs, _ = self.envs.reset(seed=seed)
+        self.obs = obs.astype(np.float32)  # [N, D]
+        self.running_return = np.zeros(n_envs)
+
+    def collect(self, actor: Actor, critic: Critic, n_steps: int) -> StepBatch:
+        N, T, D = self.n_envs, n_steps, self.info.obs_dim
+        obs_buf = np.zeros((N, T, D), dtype=np.float32)
+        act_buf: list[Tensor] = []
+        logp_buf = torch.zeros(N, T)
+        values = torch.zeros(N, T + 1)
+        final_values = torch.zeros(N, T)
+        rewards = np.zeros((N, T), dtype=np.float32)
+        terminated = np.zeros((N, T), dtype=bool)
+        ended = np.zeros((N, T), dtype=bool)
+        finished: list[float] = []
+        with torch.no_grad():
+            for t in range(T):
+                obs_t = torch.from_numpy(self.obs)
+                obs_buf[:, t] = self.obs
+                actions, logp = actor.sample(obs_t)
+                values[:, t] = critic(obs_t)
+                act_buf.append(actions)
+                logp_buf[:, t] = logp
+                next_obs, r, term, trunc, infos = self.envs.step(np.asarray(actor.to_env(actions)))
+                rewards[:, t], terminated[:, t] = r, term
+                done = term | trunc
+                ended[:, t] = done
+                self.running_return += r
+                if done.any():
+                    idx = np.flatnonzero(done)
+                    finished.extend(self.running_return[idx].tolist())
+                    self.running_return[idx] = 0.0
+                    trunc_idx = np.flatnonzero(trunc & ~term)
+                    if trunc_idx.size:
+                        final = np.stack([infos["final_obs"][i] for i in trunc_idx]).astype(np.float32)
+                        final_values[trunc_idx, t] = critic(torch.from_numpy(final))
+                self.obs = next_obs.astype(np.float32)
+            values[:, T] = critic(torch.from_numpy(self.obs))
+        next_values = values[:, 1:].clone()
+        ended_t = torch.from_numpy(ended)
+        next_values[ended_t] = final_values[ended_t]  # terminated ones are ignored by GAE
+        return StepBatch(
+            obs=torch.from_numpy(obs_buf),
+            actions=torch.stack(act_buf, dim=1),
+            logp=logp_buf,
+            values=values[:, :T],
+            next_values=next_values,
+            rewards=torch.from_numpy(rewards),
+            terminated=torch.from_numpy(terminated),
+            episode_end=ended_t,
+            episode_returns=finished,
+            env_steps=N * T,
+        )
+
+    def close(self) -> None:
+        self.envs.close()
