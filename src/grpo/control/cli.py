@@ -1,9 +1,105 @@
-"""Subcommands of this area (filled in by its issue)."""
+"""``grpo train`` and ``grpo eval`` for gymnasium environments."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+from grpo.utils.config import add_dataclass_args, load_yaml
+
+ALGO_NAMES = ("grpo", "ppo", "naive-grpo")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this area's subcommands to the ``grpo`` parser."""
+    from grpo.control.grpo import GRPOConfig
+    from grpo.control.naive import NaiveGRPOConfig
+    from grpo.control.ppo import PPOConfig
+    from grpo.control.train import RunConfig
+
+    train = sub.add_parser(
+        "train", help="train GRPO or PPO on a gymnasium environment",
+        description="Train on a gymnasium env. Hyperparameters: dataclass defaults < tuned values for the env "
+                    "(grpo.control.defaults) < --config YAML < flags. Flags of another algorithm are refused.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--algo", choices=ALGO_NAMES, default=None, help="algorithm (default: the config's, else grpo)")
+    train.add_argument("--out", default=None, help="run folder (default: runs/<algo>-<env>-s<seed>-<time>)")
+    train.add_argument("--config", default=None, help="YAML file of run and algorithm options")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    add_dataclass_args(train.add_argument_group("run"), RunConfig)
+    seen = {f.name for f in dataclasses.fields(RunConfig)}
+    for name, cls in (("grpo", GRPOConfig), ("ppo", PPOConfig), ("naive-grpo", NaiveGRPOConfig)):
+        group = train.add_argument_group(f"{name} (other fields shared with the algorithms above)")
+        add_dataclass_args(group, cls, skip=tuple(seen))
+        seen |= {f.name for f in dataclasses.fields(cls)}
+    train.set_defaults(func=run_train)
+
+    ev = sub.add_parser("eval", help="evaluate a saved classic-control policy (greedy)")
+    ev.add_argument("--checkpoint", required=True, help="a run folder or its checkpoint folder")
+    ev.add_argument("--env", default=None, help="environment id (default: the one it was trained on)")
+    ev.add_argument("--episodes", type=int, default=20, help="episodes (reset seeds --seed0 ..)")
+    ev.add_argument("--seed0", type=int, default=10_000, help="first reset seed")
+    ev.set_defaults(func=run_eval)
+
+
+def split_options(algo: str, args: argparse.Namespace) -> tuple[dict, dict]:
+    """(run options, algorithm options) from --config and the flags, flags winning."""
+    from grpo.control.train import ALGOS, RunConfig
+
+    run_names = {f.name for f in dataclasses.fields(RunConfig)}
+    algo_names = {f.name for f in dataclasses.fields(ALGOS[algo][0])}
+    all_algo_names = {f.name for cls, _ in ALGOS.values() for f in dataclasses.fields(cls)}
+    values = load_yaml(args.config) if args.config else {}
+    given = {k: v for k, v in vars(args).items() if k in run_names | all_algo_names}
+    unknown = sorted(set(values) - run_names - all_algo_names - {"algo"})
+    if unknown:
+        raise ValueError(f"{args.config}: unknown option(s) {unknown}")
+    values.update(given)
+    wrong = sorted(k for k in values if k not in run_names and k not in algo_names and k != "algo")
+    if wrong:
+        flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
+        raise ValueError(f"option(s) {flags} do not apply to --algo {algo}")
+    return ({k: v for k, v in values.items() if k in run_names},
+            {k: v for k, v in values.items() if k in algo_names})
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from grpo.control.train import RunConfig, algo_config, train
+
+    algo = args.algo or (load_yaml(args.config).get("algo") if args.config else None) or "grpo"
+    if algo not in ALGO_NAMES:
+        raise ValueError(f"algo: unknown algorithm {algo!r}; choose one of {list(ALGO_NAMES)}")
+    run_opts, algo_opts = split_options(algo, args)
+    run = RunConfig(**run_opts)
+    cfg = algo_config(algo, run.env, algo_opts)
+    out = Path(args.out or f"runs/{algo}-{run.env}-s{run.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    summary = train(algo, run, cfg, out, resume=args.resume, overwrite=args.overwrite)
+    solved = summary["stable_solve_step"]
+    print(f"{algo} on {run.env}, seed {run.seed}: final eval {summary['final_eval']}, "
+          f"stable solve at {solved if solved is not None else 'never'}, "
+          f"train wall {summary['train_wall_s']:.1f} s ({summary['steps_per_s']} steps/s)")
+    print(f"run folder: {out}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from grpo.control.evaluation import evaluate_policy
+    from grpo.control.train import greedy_fn, load_actor
+
+    from grpo.control.envs import env_info
+
+    actor, info = load_actor(args.checkpoint)
+    env_id = args.env or info.env_id
+    target = env_info(env_id)
+    if (target.obs_dim, target.discrete, target.action_dim) != (info.obs_dim, info.discrete, info.action_dim):
+        raise ValueError(f"env: {env_id}'s spaces do not match those of {info.env_id}, the policy's env")
+    if args.episodes < 1:
+        raise ValueError("--episodes must be >= 1")
+    returns = evaluate_policy(greedy_fn(actor), env_id, args.episodes, args.seed0, info.max_episode_steps)
+    print(f"{env_id}: mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} "
+          f"episodes (min {np.min(returns):.1f}, max {np.max(returns):.1f})")
+    return 0

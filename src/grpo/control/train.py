@@ -118,6 +118,8 @@ def train(algo: str, run: RunConfig, algo_cfg=None, out: str | Path = "runs/defa
             # The policy in effect at each crossed evaluation point is the one that collected
             # this batch, so it is evaluated before the update.
             points = eval_boundaries(before, min(steps, run.total_steps), run.eval_every) if run.eval_every else []
+            if run.eval_every and before < run.total_steps <= steps and run.total_steps not in points:
+                points.append(run.total_steps)  # the budget's end is always evaluated
             if points:
                 returns = evaluate_policy(greedy_fn(agent.actor), run.env, run.eval_episodes, EVAL_SEED0, info.max_episode_steps)
                 for p in points:
