@@ -45,7 +45,7 @@ def group_advantages(rewards: Tensor, scale: str = "group", eps: float = 1e-4) -
         raise ValueError(f"rewards must be [groups, G] with G >= 2, got {tuple(rewards.shape)}")
     if scale not in REWARD_SCALES:
         raise ValueError(f"unknown reward scale {scale!r}; choose one of {REWARD_SCALES}")
-    rewards = rewards.float()
+    rewards = rewards.double()  # float64 statistics: float32 sums and squares overflow past ~1e19
     mean = rewards.mean(dim=1, keepdim=True)  # [B, 1]
     std = rewards.std(dim=1, keepdim=True)  # [B, 1]
     centred = rewards - mean  # [B, G]
@@ -56,7 +56,7 @@ def group_advantages(rewards: Tensor, scale: str = "group", eps: float = 1e-4) -
         adv = centred / (rewards.std() + eps) if rewards.numel() > 1 else centred
     else:
         adv = centred
-    return torch.where(constant, torch.zeros_like(adv), adv)
+    return torch.where(constant, torch.zeros_like(adv), adv).float()
 
 
 def process_advantages(
@@ -71,14 +71,15 @@ def process_advantages(
     steps that end at or after t. Returns [B, G, T] with T = ``num_tokens``.
     """
     B, G, S = step_rewards.shape
-    mean, std = _std(step_rewards.float(), step_mask, dim=(1, 2))  # [B, 1, 1]
-    norm = (step_rewards.float() - mean) / (std + eps)  # [B, G, S]
+    step_rewards = step_rewards.double()  # float64 statistics, as in group_advantages
+    mean, std = _std(step_rewards, step_mask, dim=(1, 2))  # [B, 1, 1]
+    norm = (step_rewards - mean) / (std + eps)  # [B, G, S]
     norm = torch.where((std < ZERO_STD) | ~step_mask.bool(), torch.zeros_like(norm), norm)
     ends = step_ends.long().clamp(0, num_tokens - 1)
     at_end = torch.zeros(B, G, num_tokens, dtype=norm.dtype, device=norm.device)
     at_end.scatter_add_(2, ends, norm)  # [B, G, T]: each step's reward at its last token
     # Suffix sum: token t collects every step ending at or after t.
-    return at_end.flip(-1).cumsum(-1).flip(-1)
+    return at_end.flip(-1).cumsum(-1).flip(-1).float()
 
 
 def discounted_returns(rewards: Tensor, mask: Tensor, gamma: float) -> Tensor:
@@ -107,7 +108,7 @@ def timestep_group_advantages(
     """
     if scale not in REWARD_SCALES:
         raise ValueError(f"unknown reward scale {scale!r}; choose one of {REWARD_SCALES}")
-    returns = returns.float()
+    returns = returns.double()  # float64 statistics, as in group_advantages
     mean, std = _std(returns, mask, dim=1)  # [B, 1, T]
     alive = mask.to(returns.dtype).sum(1, keepdim=True)  # [B, 1, T]
     centred = returns - mean
@@ -120,7 +121,7 @@ def timestep_group_advantages(
         adv = centred
     degenerate = (alive < 2) | (std < ZERO_STD)
     adv = torch.where(degenerate | ~mask.bool(), torch.zeros_like(adv), adv)
-    return adv
+    return adv.float()
 
 
 def gae(
@@ -160,11 +161,11 @@ OUTCOME_ESTIMATORS.register("grpo")(group_advantages)
 def leave_one_out_advantages(rewards: Tensor, scale: str = "none", eps: float = 1e-4) -> Tensor:
     """RLOO (Ahmadian et al. 2024): reward minus the mean of the *other* G-1 samples. [B, G]."""
     G = rewards.shape[1]
-    rewards = rewards.float()
+    rewards = rewards.double()  # float64 statistics, as in group_advantages
     baseline = (rewards.sum(1, keepdim=True) - rewards) / (G - 1)
     adv = rewards - baseline
     if scale == "group":
         adv = adv / (rewards.std(1, keepdim=True) + eps)
     elif scale == "batch":
         adv = adv / (rewards.std() + eps)
-    return torch.where(rewards.std(1, keepdim=True) < ZERO_STD, torch.zeros_like(adv), adv)
+    return torch.where(rewards.std(1, keepdim=True) < ZERO_STD, torch.zeros_like(adv), adv).float()

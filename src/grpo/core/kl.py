@@ -41,7 +41,8 @@ def kl_k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
 @KL_ESTIMATORS.register("k3")
 def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     log_r = (ref_logp - logp).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
-    return torch.exp(log_r) - log_r - 1.0
+    # expm1: exp(x) - x - 1 cancels catastrophically near x = 0 and rounds below 0 there.
+    return torch.expm1(log_r) - log_r
 
 
 def kl_estimate(logp: Tensor, ref_logp: Tensor, estimator: str = "k3") -> Tensor:

@@ -79,6 +79,17 @@ def aggregate(loss: Tensor, mask: Tensor, mode: str = "sequence-mean", constant:
     return AGGREGATIONS.get(mode)(loss, mask, constant)
 
 
+def _zero_padding(mask: Tensor, *xs: Tensor) -> tuple[Tensor, ...]:
+    """Each of ``xs`` [B, T] with padded entries set to 0 before any arithmetic.
+
+    Masking only the final per-token loss keeps NaN/inf padding out of the value but not out of
+    the gradient: backward multiplies the zero upstream gradient by a NaN local derivative.
+    ``where`` passes an exact 0 to the padded entries instead.
+    """
+    zero = torch.zeros((), dtype=xs[0].dtype, device=xs[0].device)
+    return tuple(torch.where(mask.bool(), x, zero) for x in xs)
+
+
 # ---------------------------------------------------------------------------------------------
 # The clipped surrogate (PPO eq. 7; DeepSeekMath eq. 3) with decoupled clip ranges (DAPO).
 # ---------------------------------------------------------------------------------------------
@@ -104,6 +115,7 @@ def clipped_surrogate(
     if advantages.dim() == logp.dim() - 1:
         advantages = advantages.unsqueeze(-1)  # [B, 1]
     advantages = advantages.to(logp.dtype).expand_as(logp)  # [B, T]
+    logp, old_logp, advantages = _zero_padding(mask, logp, old_logp, advantages)
     log_ratio = RATIO_LEVELS.get(ratio_level)(logp, old_logp, mask)
     ratio = torch.exp(log_ratio.clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO))  # [B, T]
     unclipped = ratio * advantages
@@ -173,11 +185,12 @@ def grpo_loss(
     if beta > 0:
         if ref_logp is None:
             raise ValueError("beta > 0 needs the reference policy's log-probs (ref_logp)")
-        kl = kl_estimate(logp, ref_logp, kl_estimator)  # [B, T]
+        kl = kl_estimate(*_zero_padding(mask, logp, ref_logp), kl_estimator)  # [B, T]
         per_token = per_token + beta * kl
         metrics["kl/ref"] = masked_mean(kl.detach(), mask)
     elif ref_logp is not None:
-        metrics["kl/ref"] = masked_mean(kl_estimate(logp.detach(), ref_logp, kl_estimator), mask)
+        kl = kl_estimate(*_zero_padding(mask, logp.detach(), ref_logp), kl_estimator)
+        metrics["kl/ref"] = masked_mean(kl, mask)
     loss = aggregate(per_token, mask, aggregation, constant)
     metrics["loss/total"] = loss.detach()
     return loss, metrics

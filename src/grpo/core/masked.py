@@ -20,6 +20,8 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
 
 def masked_whiten(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
     """(x - mean) / std over the masked entries (PPO's advantage normalisation); 0 outside."""
+    # Padding zeroed first: a NaN there would otherwise reach the gradient through (x - mean)**2.
+    x = torch.where(mask.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
     n = mask.sum().clamp(min=2).to(x.dtype)
