@@ -26,8 +26,12 @@ ones that held are listed in :attr:`SandboxResult.isolation`):
   this run's id in its environment (the fallback when there is no PID namespace).
 
 What it does not do: reads are not restricted beyond file permissions (the program can read
-world-readable files such as the repository); memory is limited per process, not in total;
-there is no seccomp filter, so the kernel's whole syscall surface is reachable by native code.
+world-readable files such as the repository); memory is limited per process, not in total
+(no cgroup); there is no seccomp filter, so the kernel's whole syscall surface is reachable by
+native code. Where namespaces are refused (e.g. root in a container without CAP_SYS_ADMIN) and
+the interpreter lives where another uid cannot reach it, only the rlimits, the audit hook, the
+wall clock and the sweep remain, and the program runs as the trainer's user: check
+``isolation`` before trusting a machine with hostile code.
 """
 
 from __future__ import annotations
