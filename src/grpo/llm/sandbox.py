@@ -55,6 +55,7 @@ from typing import Any, Mapping, Sequence
 _CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_child.py")
 _RUN_ID_VAR = "GRPO_SANDBOX_RUN"
 _EXIT_GRACE_S = 0.5  # how long pipes may stay open after the program exited (escaped children)
+_SWEEP_S = 2.0  # the longest we wait for killed leftovers to disappear
 
 
 class SandboxError(RuntimeError):
@@ -251,7 +252,10 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def _kill_leftovers(run_id: str) -> None:
     """SIGKILL every process whose environment carries this run's id (left its process group)."""
     needle = f"{_RUN_ID_VAR}={run_id}".encode()
-    for _ in range(10):  # a process may fork while we sweep: repeat until none is left
+    # Repeat until none is left: a process may fork while we sweep, and a killed one stays
+    # listed (and readable) until the kernel has torn it down, which takes a while for many.
+    deadline = time.monotonic() + _SWEEP_S
+    while True:
         found = False
         for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else ()):
             try:
@@ -261,8 +265,9 @@ def _kill_leftovers(run_id: str) -> None:
                         found = True
             except OSError:
                 continue
-        if not found:
+        if not found or time.monotonic() > deadline:
             return
+        time.sleep(0.01)
 
 
 def _killed_reason(returncode: int, timed_out: bool, stderr: str) -> str | None:
