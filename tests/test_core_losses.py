@@ -9,6 +9,7 @@ from grpo.core import (
     aggregate,
     categorical_entropy,
     clipped_surrogate,
+    explained_variance,
     gaussian_entropy,
     gaussian_log_prob,
     grpo_loss,
@@ -159,6 +160,17 @@ def test_value_loss_clipped_is_pessimistic():
     # first: clipped value 0.5 -> 0.5 * (2.5)^2 = 3.125 > 0.5; second: unchanged.
     assert torch.allclose(clipped, torch.tensor([3.125, 0.5]))
     assert m["value/clip_frac"].item() == pytest.approx(0.5)
+
+
+def test_explained_variance_by_hand():
+    returns = torch.tensor([1.0, 2.0, 3.0, 99.0])
+    mask = torch.tensor([True, True, True, False])
+    assert explained_variance(returns, returns, mask).item() == pytest.approx(1.0)
+    assert explained_variance(torch.full((4,), 2.0), returns, mask).item() == pytest.approx(0.0)
+    # residuals -1, 0, +1 around 0 -> Var 2/3; Var(R) = 2/3 -> 0
+    assert explained_variance(torch.tensor([2.0, 2.0, 2.0, 0.0]), returns, mask).item() == pytest.approx(0.0)
+    # V = R/2: residual variance is a quarter of Var(R) -> 0.75
+    assert explained_variance(returns / 2, returns, mask).item() == pytest.approx(0.75)
 
 
 def test_masked_whiten_ignores_padding():

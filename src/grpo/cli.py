@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from grpo import __version__
+from grpo.errors import GrpoError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
+    except (ValueError, FileExistsError, FileNotFoundError, GrpoError) as err:
         # Bad input is reported in one line, without a traceback.
         print(f"grpo {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -67,13 +67,24 @@ def split_options(algo: str, args: argparse.Namespace) -> tuple[dict, dict]:
 
 def run_train(args: argparse.Namespace) -> int:
     from grpo.control.train import RunConfig, algo_config, train
+    from grpo.utils.io import read_json
 
-    algo = args.algo or (load_yaml(args.config).get("algo") if args.config else None) or "grpo"
-    if algo not in ALGO_NAMES:
-        raise ValueError(f"algo: unknown algorithm {algo!r}; choose one of {list(ALGO_NAMES)}")
-    run_opts, algo_opts = split_options(algo, args)
-    run = RunConfig(**run_opts)
-    cfg = algo_config(algo, run.env, algo_opts)
+    if args.resume and args.out and (Path(args.out) / "config.json").exists():
+        # Resume with the run's own configuration; flags given now (e.g. --total-steps) on top.
+        saved = read_json(Path(args.out) / "config.json")
+        algo = saved["algo"]
+        if args.algo and args.algo != algo:
+            raise ValueError(f"--algo {args.algo} does not match the run in {args.out} ({algo})")
+        run_opts, algo_opts = split_options(algo, args)
+        run = RunConfig(**(saved["run"] | run_opts))
+        cfg = algo_config(algo, run.env, saved["algo_config"] | algo_opts)
+    else:
+        algo = args.algo or (load_yaml(args.config).get("algo") if args.config else None) or "grpo"
+        if algo not in ALGO_NAMES:
+            raise ValueError(f"algo: unknown algorithm {algo!r}; choose one of {list(ALGO_NAMES)}")
+        run_opts, algo_opts = split_options(algo, args)
+        run = RunConfig(**run_opts)
+        cfg = algo_config(algo, run.env, algo_opts)
     out = Path(args.out or f"runs/{algo}-{run.env}-s{run.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
     summary = train(algo, run, cfg, out, resume=args.resume, overwrite=args.overwrite)
     solved = summary["stable_solve_step"]

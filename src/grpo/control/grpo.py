@@ -32,6 +32,7 @@ from grpo.control.envs import EnvInfo
 from grpo.control.policies import Actor, count_parameters
 from grpo.control.rollout import EpisodeBatch, GroupCollector
 from grpo.utils.metrics import mean_metrics
+from grpo.utils.optim import GuardedStep
 from grpo.core import (
     AGGREGATIONS,
     KL_ESTIMATORS,
@@ -143,6 +144,7 @@ class GRPOAgent:
         self.actor = Actor(info, tuple(cfg.hidden), cfg.activation, cfg.init_log_std)
         self.ref = copy.deepcopy(self.actor).requires_grad_(False) if cfg.beta > 0 else None
         self.optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, eps=1e-5, fused=True)
+        self.step = GuardedStep(self.optimizer, cfg.max_grad_norm)
         self.collector = GroupCollector(info, cfg.groups, cfg.group_size)
         self.seed_rng = np.random.default_rng(seed)  # fresh reset seeds, one per group
         self.iteration = 0
@@ -185,10 +187,7 @@ class GRPOAgent:
                 entropy_mean = entropy.mean()
                 if cfg.ent_coef:
                     loss = loss - cfg.ent_coef * entropy_mean
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
-                self.optimizer.step()
+                grad_norm = self.step(loss)
                 metrics["policy/entropy"] = entropy_mean.detach()
                 metrics["policy/grad_norm"] = grad_norm
                 history.append(metrics)
@@ -203,6 +202,7 @@ class GRPOAgent:
             "train/zero_std_group_frac": float((returns.std(1) < 1e-6).float().mean()),
             "train/advantage_abs_mean": float(masked_mean(adv.abs(), mask)),
             "train/lr": self.optimizer.param_groups[0]["lr"],
+            "train/skipped_updates": float(self.step.skipped_total),
         })
         return out
 

@@ -17,7 +17,8 @@ from grpo.control.envs import EnvInfo
 from grpo.control.policies import Actor, Critic, count_parameters
 from grpo.control.rollout import StepBatch, StepCollector
 from grpo.utils.metrics import mean_metrics
-from grpo.core import clipped_surrogate, gae, masked_whiten, value_loss
+from grpo.utils.optim import GuardedStep
+from grpo.core import clipped_surrogate, explained_variance, gae, value_loss
 
 
 @dataclass
@@ -68,6 +69,7 @@ class PPOAgent:
         self.critic = Critic(info, tuple(cfg.hidden), cfg.activation)
         params = list(self.actor.parameters()) + list(self.critic.parameters())
         self.optimizer = torch.optim.Adam(params, lr=cfg.lr, eps=1e-5, fused=True)
+        self.step = GuardedStep(self.optimizer, cfg.max_grad_norm)
         self.collector = StepCollector(info, cfg.n_envs, seed)
         self.iteration = 0
 
@@ -99,16 +101,14 @@ class PPOAgent:
             for idx in torch.randperm(M).split(cfg.batch_size):
                 ones = torch.ones(len(idx), dtype=torch.bool)
                 logp, entropy = self.actor.log_prob_entropy(b_obs[idx], b_actions[idx])
-                mb_adv = masked_whiten(b_adv[idx], ones) if cfg.norm_adv else b_adv[idx]
+                mb_adv = b_adv[idx]
+                if cfg.norm_adv and len(idx) > 1:
+                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 pg, metrics = clipped_surrogate(logp, b_logp[idx], mb_adv, ones, eps_low=clip)
                 v_loss, v_metrics = value_loss(self.critic(b_obs[idx]), b_values[idx], b_returns[idx], ones, cfg.clip_value)
                 entropy_mean = entropy.mean()
                 loss = pg.mean() + cfg.vf_coef * v_loss.mean() - cfg.ent_coef * entropy_mean
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    [p for group in self.optimizer.param_groups for p in group["params"]], cfg.max_grad_norm)
-                self.optimizer.step()
+                grad_norm = self.step(loss)
                 metrics.update(v_metrics)
                 metrics.update({"loss/policy": pg.mean().detach(), "loss/value": v_loss.mean().detach(),
                                 "loss/total": loss.detach(), "policy/entropy": entropy_mean.detach(),
@@ -120,7 +120,9 @@ class PPOAgent:
         out = mean_metrics(history)
         if batch.episode_returns:
             out["train/episode_return_mean"] = sum(batch.episode_returns) / len(batch.episode_returns)
+        out["value/explained_variance"] = float(explained_variance(b_values, b_returns, torch.ones_like(b_returns, dtype=torch.bool)))
         out["train/lr"] = self.optimizer.param_groups[0]["lr"]
+        out["train/skipped_updates"] = float(self.step.skipped_total)
         out["train/clip"] = clip
         return out
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from torch import Tensor
 
 from grpo.control.envs import EnvInfo, make_env
@@ -119,15 +118,15 @@ class StepBatch:
 
 
 class StepCollector:
-    """PPO's rollouts: a gymnasium SyncVectorEnv with same-step auto-reset, so that the final
-    observation of a truncated episode is at hand to bootstrap its value."""
+    """PPO's rollouts: N environments stepped in lockstep, each reset as soon as its episode ends
+    (same-step auto-reset), keeping the final observation of a truncated episode to bootstrap
+    its value. A plain loop rather than gymnasium's SyncVectorEnv, whose per-step bookkeeping
+    cost about as much as CartPole itself."""
 
     def __init__(self, info: EnvInfo, n_envs: int, seed: int):
         self.info, self.n_envs = info, n_envs
-        self.envs = SyncVectorEnv([lambda: make_env(info.env_id, info.max_episode_steps)] * n_envs,
-                                  autoreset_mode=AutoresetMode.SAME_STEP)
-        obs, _ = self.envs.reset(seed=seed)
-        self.obs = obs.astype(np.float32)  # [N, D]
+        self.envs = [make_env(info.env_id, info.max_episode_steps) for _ in range(n_envs)]
+        self.obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(self.envs)]).astype(np.float32)  # [N, D]
         self.running_return = np.zeros(n_envs)
 
     def collect(self, actor: Actor, critic: Critic, n_steps: int) -> StepBatch:
@@ -149,20 +148,24 @@ class StepCollector:
                 values[:, t] = critic(obs_t)
                 act_buf.append(actions)
                 logp_buf[:, t] = logp
-                next_obs, r, term, trunc, infos = self.envs.step(np.asarray(actor.to_env(actions)))
-                rewards[:, t], terminated[:, t] = r, term
-                done = term | trunc
-                ended[:, t] = done
-                self.running_return += r
-                if done.any():
-                    idx = np.flatnonzero(done)
-                    finished.extend(self.running_return[idx].tolist())
-                    self.running_return[idx] = 0.0
-                    trunc_idx = np.flatnonzero(trunc & ~term)
-                    if trunc_idx.size:
-                        final = np.stack([infos["final_obs"][i] for i in trunc_idx]).astype(np.float32)
-                        final_values[trunc_idx, t] = critic(torch.from_numpy(final))
-                self.obs = next_obs.astype(np.float32)
+                env_actions = actor.to_env(actions)
+                truncated_final: list[tuple[int, np.ndarray]] = []
+                for i, env in enumerate(self.envs):
+                    o, r, term, trunc, _ = env.step(env_actions[i])
+                    rewards[i, t], terminated[i, t] = r, term
+                    self.running_return[i] += r
+                    if term or trunc:
+                        ended[i, t] = True
+                        finished.append(float(self.running_return[i]))
+                        self.running_return[i] = 0.0
+                        if not term:
+                            truncated_final.append((i, o))
+                        o, _ = env.reset()
+                    self.obs[i] = o
+                if truncated_final:
+                    idx = [i for i, _ in truncated_final]
+                    final = np.stack([o for _, o in truncated_final]).astype(np.float32)
+                    final_values[idx, t] = critic(torch.from_numpy(final))
             values[:, T] = critic(torch.from_numpy(self.obs))
         next_values = values[:, 1:].clone()
         ended_t = torch.from_numpy(ended)
@@ -181,4 +184,5 @@ class StepCollector:
         )
 
     def close(self) -> None:
-        self.envs.close()
+        for env in self.envs:
+            env.close()

@@ -54,6 +54,7 @@ class RunConfig:
     checkpoint_every: int = field(default=10, metadata={"help": "save a checkpoint every this many iterations"})
     max_episode_steps: int | None = field(default=None, metadata={"help": "override the env's time limit"})
     torch_threads: int = field(default=1, metadata={"help": "torch CPU threads (1 is fastest for small MLPs)"})
+    nonfinite_limit: int = field(default=20, metadata={"help": "stop after this many non-finite updates in a row"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def __post_init__(self) -> None:
@@ -97,6 +98,8 @@ def train(algo: str, run: RunConfig, algo_cfg=None, out: str | Path = "runs/defa
     torch.set_num_threads(run.torch_threads)
     seed_everything(run.seed)
     agent = ALGOS[algo][1](algo_cfg, info, run.seed)
+    if hasattr(agent, "step"):
+        agent.step.limit = run.nonfinite_limit
     state = {"iteration": 0, "env_steps": 0, "train_wall_s": 0.0}
     if resume and resolve_dir(out / "checkpoint") is not None:
         state = load_checkpoint(out, agent)

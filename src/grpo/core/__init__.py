@@ -25,6 +25,7 @@ from grpo.core.losses import (
     RATIO_LEVELS,
     aggregate,
     clipped_surrogate,
+    explained_variance,
     grpo_loss,
     value_loss,
 )
@@ -33,7 +34,7 @@ from grpo.core.registry import Registry
 
 __all__ = [
     "AGGREGATIONS", "KL_ESTIMATORS", "OUTCOME_ESTIMATORS", "RATIO_LEVELS", "REWARD_SCALES", "Registry",
-    "aggregate", "categorical_entropy", "clipped_surrogate", "discounted_returns", "gae",
+    "aggregate", "categorical_entropy", "clipped_surrogate", "discounted_returns", "explained_variance", "gae",
     "gaussian_entropy", "gaussian_log_prob", "group_advantages", "grpo_loss", "kl_estimate",
     "leave_one_out_advantages", "masked_mean", "masked_sum", "masked_whiten", "process_advantages",
     "timestep_group_advantages", "value_loss",

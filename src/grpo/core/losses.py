@@ -139,24 +139,23 @@ def value_loss(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO value loss ``0.5 (V - R)^2``, optionally pessimistically clipped around the old values.
 
-    All [B, T] (or [N]); returns (per-element loss, metrics ``value/clip_frac``,
-    ``value/explained_variance``).
+    All [B, T] (or [N]); returns (per-element loss, metrics ``value/clip_frac``).
     """
     unclipped = (values - returns) ** 2
     if clip_range is None:
-        loss = 0.5 * unclipped
-        clip_frac = torch.zeros((), device=values.device)
-    else:
-        v_clipped = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
-        clipped = (v_clipped - returns) ** 2
-        loss = 0.5 * torch.max(unclipped, clipped)
-        clip_frac = masked_mean((clipped > unclipped).float(), mask)
-    with torch.no_grad():
-        var_r = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
-        resid = returns - values
-        var_resid = masked_mean((resid - masked_mean(resid, mask)) ** 2, mask)
-        explained = 1 - var_resid / var_r if var_r > 0 else torch.zeros((), device=values.device)
-    return loss, {"value/clip_frac": clip_frac, "value/explained_variance": explained}
+        return 0.5 * unclipped, {}
+    v_clipped = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
+    clipped = (v_clipped - returns) ** 2
+    clip_frac = masked_mean((clipped > unclipped).float().detach(), mask)
+    return 0.5 * torch.max(unclipped, clipped), {"value/clip_frac": clip_frac}
+
+
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
+    """1 - Var(R - V) / Var(R) over the masked entries: 1 is a perfect critic, 0 a constant one."""
+    var_r = masked_mean((returns - masked_mean(returns, mask)) ** 2, mask)
+    resid = returns - values
+    var_resid = masked_mean((resid - masked_mean(resid, mask)) ** 2, mask)
+    return 1 - var_resid / var_r if var_r > 0 else torch.zeros((), device=values.device)
 
 
 def grpo_loss(

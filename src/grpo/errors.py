@@ -1,0 +1,9 @@
+"""Errors the command line reports in one line, without a traceback."""
+
+
+class GrpoError(Exception):
+    """Base of the errors a user can act on."""
+
+
+class NonFiniteError(GrpoError, RuntimeError):
+    """Too many non-finite updates in a row; the last good checkpoint is kept."""

@@ -1,0 +1,49 @@
+"""An optimiser step that refuses non-finite losses and gradients."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from grpo.errors import NonFiniteError
+
+__all__ = ["GuardedStep", "NonFiniteError"]
+
+
+class GuardedStep:
+    """``backward`` + gradient-norm clip + ``optimizer.step``, skipped when the loss or the
+    gradient norm is NaN/inf. After ``limit`` skips in a row it raises :class:`NonFiniteError`,
+    so a diverged run stops with a message instead of writing NaN weights.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, max_grad_norm: float, limit: int = 20):
+        self.optimizer, self.max_grad_norm, self.limit = optimizer, max_grad_norm, limit
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        self.skipped_in_a_row = 0
+        self.skipped_total = 0
+
+    def __call__(self, loss: torch.Tensor, params: Iterable[torch.Tensor] | None = None) -> torch.Tensor:
+        """Returns the gradient norm before clipping (NaN/inf for a skipped step)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return self._skip(loss.detach())
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(list(params) if params is not None else self.params,
+                                                   self.max_grad_norm)
+        if not torch.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._skip(grad_norm)
+        self.optimizer.step()
+        self.skipped_in_a_row = 0
+        return grad_norm
+
+    def _skip(self, value: torch.Tensor) -> torch.Tensor:
+        self.skipped_in_a_row += 1
+        self.skipped_total += 1
+        if self.skipped_in_a_row >= self.limit:
+            raise NonFiniteError(
+                f"{self.skipped_in_a_row} updates in a row had a non-finite loss or gradient; stopping. "
+                "The last checkpoint holds the last good parameters. Check the rewards for NaN/inf, "
+                "or lower the learning rate.")
+        return value
