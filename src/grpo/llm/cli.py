@@ -1,4 +1,4 @@
-"""Subcommands of this area (filled in by its issue)."""
+"""``grpo llm train`` and ``grpo llm eval``. Heavy imports happen inside the handlers."""
 
 from __future__ import annotations
 
@@ -6,4 +6,73 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this area's subcommands to the ``grpo`` parser."""
+    """Add the ``llm`` command and its ``train``/``eval`` subcommands to the ``grpo`` parser."""
+    from grpo.llm.config import GRPOConfig
+    from grpo.utils.config import add_dataclass_args
+
+    llm = sub.add_parser("llm", help="GRPO for Hugging Face causal language models")
+    llm_sub = llm.add_subparsers(dest="llm_command", required=True, metavar="SUBCOMMAND")
+
+    train = llm_sub.add_parser("train", help="GRPO training; with no --model, the built-in tiny model on addition",
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--config", help="YAML file of GRPOConfig fields; flags override it")
+    add_dataclass_args(train, GRPOConfig)
+    train.set_defaults(func=_train)
+
+    ev = llm_sub.add_parser("eval", help="greedy accuracy and pass@k of a model on a task")
+    ev.add_argument("--model", default=None, help="model folder or hub id (default: the built-in tiny model)")
+    ev.add_argument("--task", default="addition", help="built-in task, data file or `datasets` name")
+    ev.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    ev.add_argument("--prompt-column", default="prompt", help="column holding the prompt")
+    ev.add_argument("--reward", default=None, help="answer check (exact, numeric, math); default: the task's")
+    ev.add_argument("--samples", type=int, default=1, help="K samples per prompt for pass@k (default: 1)")
+    ev.add_argument("--limit", type=int, default=None, help="evaluate at most N prompts")
+    ev.add_argument("--max-new-tokens", type=int, default=None, help="default: 256, or 8 for the tiny model")
+    ev.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for pass@k")
+    ev.add_argument("--device", default="auto")
+    ev.set_defaults(func=_eval)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from grpo.llm.config import GRPOConfig
+    from grpo.llm.run import train
+    from grpo.utils.config import dataclass_from_args
+
+    cfg = dataclass_from_args(GRPOConfig, args)
+    summary = train(cfg)
+    print(f"run folder: {cfg.out}  final model: {summary['final_model']}  "
+          f"{summary['seconds_per_step']:.3f} s/step")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from grpo.llm.config import TINY_MAX_NEW_TOKENS
+    from grpo.llm.data import default_rewards, load_rows
+    from grpo.llm.evaluation import correct_counts, pass_at_k
+    from grpo.llm.models import load_model, load_tokenizer, pick_device
+    from grpo.llm.rewards import REWARDS
+    from grpo.llm.run import model_path
+    from grpo.llm.config import GRPOConfig
+
+    if args.samples < 1:
+        raise ValueError("--samples must be >= 1")
+    path = model_path(GRPOConfig(model=args.model))
+    name = args.reward or next(iter(default_rewards(args.task) or []), None)
+    if name is None:
+        raise ValueError(f"task {args.task!r} has no default answer check: pass --reward exact|numeric|math")
+    check = REWARDS.get(name)
+    if not getattr(check, "accuracy", False):
+        raise ValueError(f"reward {name!r} does not check answers; use one of exact, numeric, math")
+    max_new = args.max_new_tokens or (TINY_MAX_NEW_TOKENS if args.model is None else 256)
+    device = pick_device(args.device)
+    model, tok = load_model(path, device=device), load_tokenizer(path)
+    rows = load_rows(args.task, args.split, args.prompt_column, args.limit)
+    greedy = correct_counts(model, tok, rows, 1, max_new, check, greedy=True)
+    print(f"{path} on {args.task}/{args.split} ({len(rows)} prompts): greedy accuracy {sum(greedy) / len(rows):.1%}")
+    if args.samples > 1:
+        counts = correct_counts(model, tok, rows, args.samples, max_new, check, temperature=args.temperature)
+        ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, args.samples) if k <= args.samples})
+        for k in ks:
+            score = sum(pass_at_k(args.samples, c, k) for c in counts) / len(counts)
+            print(f"pass@{k}: {score:.1%}  (n={args.samples}, temperature {args.temperature})")
+    return 0

@@ -1,0 +1,103 @@
+"""Checkpoints in the Hugging Face format (``save_pretrained``, safetensors) plus trainer state.
+
+A checkpoint folder ``checkpoint-000050/`` holds the policy and tokenizer as a normal model folder,
+``optimizer.pt`` (``torch_save``; loaded with ``weights_only=True``), ``rng.pt``, ``trainer_state.json``
+and, when the reference has been reset away from the initial model, ``reference/``. It is written
+into a temporary folder and renamed into place, so a crash never leaves half a checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from grpo.utils.io import read_json, torch_load, torch_save, write_json
+
+RUN_FILES = ("metrics.jsonl", "samples.jsonl", "run_config.json", "summary.json", "final", "tb")
+
+
+def _atomic_dir(target: Path, fill: Any) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        fill(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_model(path: Path, model: Any, tokenizer: Any) -> None:
+    """A loadable model folder, written atomically."""
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    _atomic_dir(path, fill)
+
+
+def save_checkpoint(out: Path, step: int, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer,
+                    state: dict[str, Any], ref: Any | None = None, keep: int = 2) -> Path:
+    """Write ``out/checkpoint-{step}``; keep the ``keep`` newest. ``step`` = steps completed."""
+    target = out / f"checkpoint-{step:06d}"
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        torch_save(tmp / "optimizer.pt", optimizer.state_dict())
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch_save(tmp / "rng.pt", rng)
+        if ref is not None:
+            ref.save_pretrained(tmp / "reference", safe_serialization=True)
+        write_json(tmp / "trainer_state.json", {"step": step, **state})
+
+    _atomic_dir(target, fill)
+    for old in list_checkpoints(out)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def list_checkpoints(out: Path) -> list[Path]:
+    return sorted(p for p in Path(out).glob("checkpoint-*") if (p / "trainer_state.json").exists())
+
+
+def load_trainer_state(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore optimizer and RNG state from a checkpoint; returns its trainer_state.json."""
+    optimizer.load_state_dict(torch_load(path / "optimizer.pt"))
+    rng = torch_load(path / "rng.pt")
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return read_json(path / "trainer_state.json")
+
+
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
+    """Check the run folder; returns the checkpoint to resume from (None for a fresh run).
+
+    A folder that already holds a run is an error unless ``resume`` or ``overwrite``; overwrite
+    removes only this trainer's files, never anything else in the folder.
+    """
+    has_run = any((out / f).exists() for f in RUN_FILES) or bool(list_checkpoints(out))
+    if resume:
+        ckpts = list_checkpoints(out)
+        if not ckpts:
+            raise ValueError(f"--resume: {out} holds no checkpoint (save with --save-every N)")
+        return ckpts[-1]
+    if has_run and not overwrite:
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    if has_run:
+        for name in RUN_FILES:
+            p = out / name
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        for p in out.glob("checkpoint-*"):
+            shutil.rmtree(p, ignore_errors=True)
+    return None

@@ -1,0 +1,136 @@
+"""GRPOConfig: every option of the LLM trainer, documented once (the text becomes ``--help``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# The names registered in grpo.core, spelled out so that building the CLI parser does not import
+# torch (``grpo --help`` stays instant); __post_init__ and a test check them against the registries.
+KL_ESTIMATOR_NAMES = ("k1", "k2", "k3")
+RATIO_LEVEL_NAMES = ("sequence", "token")
+AGGREGATION_NAMES = ("constant", "sequence-mean", "token-mean")
+REWARD_SCALE_NAMES = ("group", "batch", "none")
+
+# Used when no --model is given: the built-in tiny model learns at a much higher rate.
+TINY_LR = 2e-3
+TINY_MAX_NEW_TOKENS = 8
+
+
+def _help(text: str, **extra) -> dict:
+    return {"help": text, **extra}
+
+
+@dataclass
+class GRPOConfig:
+    # --- policy and data ---------------------------------------------------------------------
+    model: str | None = field(default=None, metadata=_help(
+        "causal LM: local folder or hub id; none: the built-in tiny model (built and cached on first use)"))
+    task: str = field(default="addition", metadata=_help(
+        "built-in task name, a .jsonl/.csv/.parquet file, or a `datasets` name (name:config)"))
+    split: str = field(default="train", metadata=_help("split used for training"))
+    eval_split: str | None = field(default="test", metadata=_help(
+        "split for greedy accuracy before/after training and every eval_every steps; none: skip"))
+    eval_limit: int = field(default=200, metadata=_help("evaluate on at most this many prompts"))
+    prompt_column: str = field(default="prompt", metadata=_help("column holding the prompt"))
+    reward: list[str] | None = field(default=None, metadata=_help(
+        "reward functions NAME[:WEIGHT] (exact, numeric, math, format, length, digits); none: the task's"))
+    reward_model: str | None = field(default=None, metadata=_help(
+        "sequence-classification reward model (folder or hub id), added as reward 'model'"))
+    dtype: str = field(default="float32", metadata=_help("model weights dtype", choices=["float32", "bfloat16", "float16"]))
+    device: str = field(default="auto", metadata=_help("cpu, cuda, cuda:1, ... or auto"))
+    threads: int | None = field(default=None, metadata=_help(
+        "torch CPU threads; none: torch's default (1 is fastest for the tiny model on a busy machine)"))
+    # --- batch -------------------------------------------------------------------------------
+    steps: int = field(default=200, metadata=_help("policy-update rounds (one generation batch each)"))
+    prompts_per_step: int = field(default=16, metadata=_help("prompts per step; each gets group_size samples"))
+    group_size: int = field(default=8, metadata=_help("G: completions sampled per prompt (>= 2)"))
+    micro_batch: int | None = field(default=None, metadata=_help(
+        "sequences per forward/backward (gradient accumulation, same loss value); none: the whole batch"))
+    # --- sampling ----------------------------------------------------------------------------
+    max_new_tokens: int | None = field(default=None, metadata=_help(
+        f"completion length limit; none: 256, or {TINY_MAX_NEW_TOKENS} for the tiny model"))
+    temperature: float = field(default=1.0, metadata=_help("sampling temperature (log-probs use the same)"))
+    top_p: float = field(default=1.0, metadata=_help("nucleus sampling threshold; 1: off"))
+    top_k: int = field(default=0, metadata=_help("top-k sampling; 0: off"))
+    # --- objective ---------------------------------------------------------------------------
+    lr: float | None = field(default=None, metadata=_help(
+        f"Adam learning rate; none: 1e-6 (the paper) with --model, {TINY_LR} for the tiny model"))
+    beta: float = field(default=0.04, metadata=_help("KL coefficient (paper 0.04); 0 loads no reference model"))
+    kl_estimator: str = field(default="k3", metadata=_help(
+        "KL estimator in the loss (k3: the paper's)", choices=KL_ESTIMATOR_NAMES))
+    eps_low: float = field(default=0.2, metadata=_help("clip range below: ratio >= 1 - eps_low"))
+    eps_high: float | None = field(default=None, metadata=_help(
+        "clip range above (DAPO clip-higher, e.g. 0.28); none: eps_low"))
+    ratio_level: str = field(default="token", metadata=_help(
+        "importance ratio per token (GRPO) or per sequence (GSPO)", choices=RATIO_LEVEL_NAMES))
+    aggregation: str = field(default="sequence-mean", metadata=_help(
+        "loss normaliser: sequence-mean (paper), token-mean (DAPO), constant (Dr. GRPO)", choices=AGGREGATION_NAMES))
+    loss_constant: float | None = field(default=None, metadata=_help(
+        "normaliser per sequence for aggregation=constant; none: max_new_tokens"))
+    reward_scale: str = field(default="group", metadata=_help(
+        "divide centred rewards by the group std (paper), the batch std, or none (Dr. GRPO)", choices=REWARD_SCALE_NAMES))
+    dynamic_sampling: bool = field(default=False, metadata=_help(
+        "DAPO: drop groups whose rewards are all equal and sample more prompts to refill the batch"))
+    max_resample: int = field(default=3, metadata=_help("dynamic sampling: extra generation rounds per step at most"))
+    mask_truncated: bool = field(default=False, metadata=_help(
+        "completions that hit max_new_tokens without EOS get no loss (DAPO overlong filtering)"))
+    mu: int = field(default=1, metadata=_help("policy updates per generation batch (paper's mu)"))
+    ref_reset_every: int = field(default=0, metadata=_help(
+        "iterative GRPO: reset the reference to the policy every R steps; 0: never"))
+    entropy_coef: float = field(default=0.0, metadata=_help("entropy bonus coefficient (0: only logged)"))
+    max_grad_norm: float | None = field(default=1.0, metadata=_help("gradient clipping; none: off"))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    # --- run ---------------------------------------------------------------------------------
+    seed: int = field(default=0, metadata=_help("seed for prompts order, sampling and init"))
+    out: str = field(default="runs/llm", metadata=_help("run folder: metrics.jsonl, samples.jsonl, checkpoints, final model"))
+    log_every: int = field(default=1, metadata=_help("write metrics every N steps"))
+    log_samples: int = field(default=4, metadata=_help("completions per logged step written to samples.jsonl"))
+    samples_every: int = field(default=10, metadata=_help("write sample completions every N steps"))
+    eval_every: int = field(default=0, metadata=_help("greedy accuracy on eval_split every N steps; 0: only before/after"))
+    save_every: int = field(default=0, metadata=_help("checkpoint every N steps; 0: only the final model"))
+    keep_checkpoints: int = field(default=2, metadata=_help("keep the last N checkpoints"))
+    resume: bool = field(default=False, metadata=_help("continue the run in `out` from its last checkpoint"))
+    overwrite: bool = field(default=False, metadata=_help("replace a run already in `out`"))
+    tensorboard: bool = field(default=True, metadata=_help("also log to TensorBoard when it is installed"))
+    progress: bool = field(default=True, metadata=_help("show a progress bar"))
+
+    def __post_init__(self) -> None:
+        tiny = self.model is None
+        if self.lr is None:
+            self.lr = TINY_LR if tiny else 1e-6
+        if self.max_new_tokens is None:
+            self.max_new_tokens = TINY_MAX_NEW_TOKENS if tiny else 256
+        checks = {
+            "steps": self.steps >= 0, "prompts_per_step": self.prompts_per_step >= 1,
+            "group_size": self.group_size >= 2, "max_new_tokens": self.max_new_tokens >= 1,
+            "temperature": self.temperature > 0, "top_p": 0 < self.top_p <= 1, "top_k": self.top_k >= 0,
+            "lr": self.lr > 0, "beta": self.beta >= 0, "eps_low": 0 < self.eps_low < 1,
+            "eps_high": self.eps_high is None or self.eps_high > 0, "mu": self.mu >= 1,
+            "ref_reset_every": self.ref_reset_every >= 0, "max_resample": self.max_resample >= 0,
+            "micro_batch": self.micro_batch is None or self.micro_batch >= 1,
+            "log_every": self.log_every >= 1, "samples_every": self.samples_every >= 1,
+            "eval_every": self.eval_every >= 0, "save_every": self.save_every >= 0,
+            "keep_checkpoints": self.keep_checkpoints >= 1, "eval_limit": self.eval_limit >= 1,
+            "loss_constant": self.loss_constant is None or self.loss_constant > 0,
+            "max_grad_norm": self.max_grad_norm is None or self.max_grad_norm > 0,
+            "threads": self.threads is None or self.threads >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid GRPOConfig value(s): " + ", ".join(f"{b}={getattr(self, b)!r}" for b in bad)
+                             + " (see --help for the allowed range)")
+        from grpo.core import AGGREGATIONS, KL_ESTIMATORS, RATIO_LEVELS, REWARD_SCALES
+
+        for name, registry in (("kl_estimator", KL_ESTIMATORS), ("ratio_level", RATIO_LEVELS),
+                               ("aggregation", AGGREGATIONS)):
+            if getattr(self, name) not in registry:
+                raise ValueError(f"{name}={getattr(self, name)!r} unknown; choose one of {registry.names()}")
+        if self.reward_scale not in REWARD_SCALES:
+            raise ValueError(f"reward_scale={self.reward_scale!r} unknown; choose one of {list(REWARD_SCALES)}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other: pick one")
+
+    @property
+    def batch_size(self) -> int:
+        """Sequences per step: prompts_per_step x group_size."""
+        return self.prompts_per_step * self.group_size

@@ -1,0 +1,73 @@
+"""Loading a Hugging Face causal LM and its tokenizer, and turning prompts into text.
+
+Any ``AutoModelForCausalLM`` works, from a local folder or a hub id. Tokenizers are set to left
+padding (generation appends on the right) and get a pad token when they have none.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_tokenizer(name_or_path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(name_or_path)
+    tok.padding_side = "left"
+    if tok.pad_token_id is None:
+        if tok.eos_token_id is None:
+            raise ValueError(f"tokenizer of {name_or_path!r} has neither a pad nor an EOS token")
+        tok.pad_token = tok.eos_token  # completions are masked after the first EOS, so this is safe
+    return tok
+
+
+def load_model(name_or_path: str, dtype: str = "float32", device: str | torch.device = "cpu") -> Any:
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per load of a tiny model is noise
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} unknown; choose one of {sorted(DTYPES)}")
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=DTYPES[dtype])
+    return model.to(device)
+
+
+def frozen_copy(model: Any) -> Any:
+    """The reference policy: a copy that takes no gradient."""
+    ref = copy.deepcopy(model).eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def context_length(model: Any) -> int | None:
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def is_conversational(prompt: Any) -> bool:
+    return isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m for m in prompt)
+
+
+def prompt_texts(tokenizer: Any, prompts: list[Any]) -> list[str]:
+    """Prompts as text: chat messages go through the tokenizer's chat template, strings stay as they are."""
+    out = []
+    for p in prompts:
+        if is_conversational(p):
+            if not getattr(tokenizer, "chat_template", None):
+                raise ValueError("the data holds chat messages but the tokenizer has no chat template")
+            out.append(tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True))
+        elif isinstance(p, str):
+            out.append(p)
+        else:
+            raise ValueError(f"a prompt must be a string or a list of chat messages, got {type(p).__name__}")
+    return out

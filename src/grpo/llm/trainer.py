@@ -1,0 +1,268 @@
+"""GRPO for causal LMs (DeepSeekMath, arXiv 2402.03300, Algorithm 1), one loop that reads top to bottom:
+
+    for each step:  prompts -> G completions each (KV-cached sampling) -> rewards
+                    -> group advantages (outcome; plus process advantages if a reward gives steps)
+                    -> mu policy updates of the clipped surrogate + beta * KL(pi || pi_ref)
+                    -> metrics, samples, checkpoints
+
+All the math (advantages, ratio, clip, KL, aggregation) is :mod:`grpo.core`; this file only
+feeds it tensors. Where this departs from the paper, and why:
+
+- The policy samples in ``eval`` mode and is updated in ``eval`` mode (dropout off), so that with
+  mu = 1 the ratio is exactly 1 at the first update, as the paper's on-policy algorithm assumes.
+- Log-probs are those of the sampling distribution (logits / temperature), for the old, new and
+  reference policies alike (as TRL does); with temperature 1 this is the paper's pi.
+- With mu = 1 the "old" log-probs are the current ones detached (no extra forward pass): the
+  same numbers the generating policy gives, since it has not changed yet.
+- The reward model is not retrained when the reference is reset (iterative GRPO, 4.2): rewards
+  here are rule-based or a fixed classifier.
+- k3 is biased once pi_theta != pi_old (mu > 1); we keep the paper's estimator (core/kl.py).
+- Options beyond the paper, all off by default: clip-higher (DAPO), dynamic sampling (DAPO),
+  overlong masking (DAPO), token-mean or constant aggregation (DAPO, Dr. GRPO), sequence-level
+  ratio (GSPO), batch-std or no reward scaling (Dr. GRPO), entropy bonus.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from grpo.core import Registry, aggregate, group_advantages, grpo_loss, masked_mean, process_advantages
+from grpo.llm.config import GRPOConfig
+from grpo.llm.data import Row, batch_indices, columns_of
+from grpo.llm.generation import Rollout, encode_prompts, generate
+from grpo.llm.logprobs import completion_logprobs
+from grpo.llm.models import context_length, prompt_texts
+from grpo.llm.rewards import RewardSet
+from grpo.llm.rewards.base import ScoredBatch, StepRewards
+
+# Share of a micro-batch in the full batch's loss normaliser, per aggregation, so that gradient
+# accumulation gives exactly the full-batch gradient. All share (mask [n, C]) -> float.
+MICRO_BATCH_SHARES: Registry = Registry("micro-batch share")
+MICRO_BATCH_SHARES.register("sequence-mean")(lambda m: float((m.sum(-1) > 0).sum()))
+MICRO_BATCH_SHARES.register("token-mean")(lambda m: float(m.sum()))
+MICRO_BATCH_SHARES.register("constant")(lambda m: float(m.shape[0]))
+
+
+@dataclass
+class Groups:
+    """One step's samples: B prompts x G completions, scored (N = B * G rows, prompt-major)."""
+
+    rows: list[Row]  # [B]
+    texts: list[str]  # [B] prompts as text
+    rollout: Rollout  # N sequences
+    scored: ScoredBatch  # rewards of the N samples
+    zero_std_frac: float  # share of groups (before dropping) whose rewards were all equal
+    gen_seconds: float
+
+
+def _cat_groups(parts: list[Groups], pad_id: int) -> Groups:
+    sc = [p.scored for p in parts]
+    steps = None if sc[0].steps is None else [s for p in sc for s in p.steps]
+    acc = None if sc[0].accuracy is None else torch.cat([p.accuracy for p in sc])
+    return Groups(
+        [r for p in parts for r in p.rows], [t for p in parts for t in p.texts],
+        Rollout.cat([p.rollout for p in parts], pad_id),
+        ScoredBatch(torch.cat([p.per_fn for p in sc]), torch.cat([p.total for p in sc]), sc[0].names, steps, acc,
+           sc[0].step_weight),
+        parts[0].zero_std_frac, sum(p.gen_seconds for p in parts),
+    )
+
+
+def step_token_ends(tokenizer: Any, completion_ids: Tensor, steps: list[StepRewards | None],
+                    G: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-step rewards, token ends and mask [B, G, S] from character offsets of the steps.
+
+    A step ending at character e ends at the first token whose decoded prefix reaches e.
+    """
+    S = max(1, max((len(s.rewards) for s in steps if s), default=1))
+    N, C = completion_ids.shape
+    rewards, ends, mask = torch.zeros(N, S), torch.zeros(N, S, dtype=torch.long), torch.zeros(N, S, dtype=torch.bool)
+    for i, s in enumerate(steps):
+        if not s or not s.rewards:
+            continue
+        ids = completion_ids[i].tolist()
+        prefix = [len(tokenizer.decode(ids[:k + 1], skip_special_tokens=True)) for k in range(C)]
+        for j, (r, e) in enumerate(zip(s.rewards, s.ends)):
+            k = next((k for k, n in enumerate(prefix) if n >= e), C - 1)
+            rewards[i, j], ends[i, j], mask[i, j] = r, k, True
+    return rewards.view(-1, G, S), ends.view(-1, G, S), mask.view(-1, G, S)
+
+
+class GRPOTrainer:
+    """Owns the policy, the frozen reference (None when beta = 0) and the optimizer."""
+
+    def __init__(self, cfg: GRPOConfig, policy: Any, tokenizer: Any, rows: list[Row], rewards: RewardSet,
+                 ref: Any | None = None, optimizer: torch.optim.Optimizer | None = None):
+        self.cfg, self.policy, self.tok, self.rows, self.rewards, self.ref = cfg, policy, tokenizer, rows, rewards, ref
+        self.device = next(policy.parameters()).device
+        self.policy.eval()  # dropout off: see the module docstring
+        self.opt = optimizer or torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.share = MICRO_BATCH_SHARES.get(cfg.aggregation)
+        rewards.check_columns([k for k in rows[0] if k != "prompt"])
+
+    # ------------------------------------------------------------------ 1. generate and score
+    def sample_groups(self, rows: list[Row]) -> Groups:
+        cfg, G = self.cfg, self.cfg.group_size
+        texts = prompt_texts(self.tok, [r["prompt"] for r in rows])
+        ids, mask = encode_prompts(self.tok, texts, self.device, context_length(self.policy), cfg.max_new_tokens)
+        t0 = time.perf_counter()
+        roll = generate(self.policy, self.tok, ids, mask, G, cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k)
+        gen_seconds = time.perf_counter() - t0
+        scored = self.rewards([t for t in texts for _ in range(G)], roll.completions,
+                              completion_lengths=roll.lengths.tolist(), max_new_tokens=cfg.max_new_tokens,
+                              **columns_of(rows, G))
+        zero = float((scored.total.view(-1, G).std(1) < 1e-6).float().mean())
+        return Groups(rows, texts, roll, scored, zero, gen_seconds)
+
+    def collect(self, step: int) -> Groups:
+        """Prompts of this step and their groups; with dynamic sampling, all-equal groups are
+        dropped and more prompts sampled (at most ``max_resample`` extra rounds)."""
+        cfg, G = self.cfg, self.cfg.group_size
+        rows = [self.rows[i] for i in batch_indices(len(self.rows), step, cfg.prompts_per_step, cfg.seed)]
+        first = self.sample_groups(rows)
+        if not cfg.dynamic_sampling:
+            return first
+        kept, groups, gen_seconds = [], first, 0.0
+        rng = random.Random(cfg.seed * 7919 + step)
+        for round_ in range(cfg.max_resample + 1):
+            if round_:
+                groups = self.sample_groups(rng.sample(self.rows, min(cfg.prompts_per_step, len(self.rows))))
+            gen_seconds += groups.gen_seconds
+            varied = (groups.scored.total.view(-1, G).std(1) >= 1e-6).nonzero().flatten()  # [b]
+            if len(varied):
+                kept.append(self._select(groups, varied, (varied[:, None] * G + torch.arange(G)).flatten()))
+            if sum(len(k.rows) for k in kept) >= cfg.prompts_per_step:
+                break
+        out = _cat_groups(kept, self.tok.pad_token_id) if kept else first
+        n = min(len(out.rows), cfg.prompts_per_step) if kept else 0
+        out = self._select(out, torch.arange(n), torch.arange(n * G))
+        out.zero_std_frac, out.gen_seconds = first.zero_std_frac, gen_seconds
+        return out
+
+    @staticmethod
+    def _select(g: Groups, groups: Tensor, seq: Tensor) -> Groups:
+        """Groups ``groups`` [b] and their sequences ``seq`` [b * G] of ``g``."""
+        s = g.scored
+        return Groups(
+            [g.rows[i] for i in groups.tolist()], [g.texts[i] for i in groups.tolist()], g.rollout.select(seq),
+            ScoredBatch(s.per_fn[seq], s.total[seq], s.names, None if s.steps is None else [s.steps[i] for i in seq.tolist()],
+               None if s.accuracy is None else s.accuracy[seq], s.step_weight),
+            g.zero_std_frac, g.gen_seconds)
+
+    # ------------------------------------------------------------------ 2. advantages
+    def advantages(self, g: Groups) -> Tensor:
+        """[N, C]: outcome advantages on every token, plus process advantages if any."""
+        G, roll = self.cfg.group_size, g.rollout
+        N, C = roll.completion_ids.shape
+        adv = group_advantages(g.scored.total.view(-1, G), self.cfg.reward_scale)  # [B, G]
+        adv = adv.reshape(N, 1).expand(N, C).to(self.device)  # [N, C]
+        if g.scored.steps is not None:
+            r, ends, mask = step_token_ends(self.tok, roll.completion_ids.cpu(), g.scored.steps, G)  # [B, G, S]
+            proc = process_advantages(r, ends, mask, C)  # [B, G, C]
+            adv = adv + g.scored.step_weight * proc.reshape(N, C).to(self.device)
+        return adv
+
+    # ------------------------------------------------------------------ 3. policy updates
+    def _logprobs(self, model: Any, roll: Rollout, rows: slice, **kw: Any) -> tuple[Tensor, Tensor | None]:
+        return completion_logprobs(model, roll.prompt_ids[rows], roll.prompt_mask[rows], roll.completion_ids[rows],
+                                   roll.completion_mask[rows], self.cfg.temperature, **kw)
+
+    def _no_grad_logprobs(self, model: Any, roll: Rollout) -> Tensor:
+        with torch.no_grad():
+            return torch.cat([self._logprobs(model, roll, mb)[0] for mb in self._micro_batches(len(roll.completions))])
+
+    def _micro_batches(self, n: int) -> list[slice]:
+        size = self.cfg.micro_batch or n
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+    def update(self, roll: Rollout, adv: Tensor, loss_mask: Tensor) -> dict[str, float]:
+        """mu optimizer steps on one generation batch; returns the metrics of the last one."""
+        cfg = self.cfg
+        old_logp = self._no_grad_logprobs(self.policy, roll) if cfg.mu > 1 else None  # [N, C]
+        ref_logp = self._no_grad_logprobs(self.ref, roll) if self.ref is not None else None  # [N, C]
+        total = self.share(loss_mask)
+        metrics: dict[str, float] = {}
+        for it in range(cfg.mu):
+            self.opt.zero_grad(set_to_none=True)
+            sums: dict[str, float] = {}
+            for mb in self._micro_batches(len(roll.completions)):
+                mask = loss_mask[mb]
+                w = self.share(mask) / max(total, 1.0)
+                logp, ent = self._logprobs(self.policy, roll, mb, with_entropy=True, entropy_grad=cfg.entropy_coef > 0)
+                old = old_logp[mb] if old_logp is not None else logp.detach()
+                loss, m = grpo_loss(logp, old, adv[mb], mask, None if ref_logp is None else ref_logp[mb], cfg.beta,
+                                    cfg.eps_low, cfg.eps_high, cfg.ratio_level, cfg.aggregation, cfg.kl_estimator,
+                                    cfg.loss_constant or float(cfg.max_new_tokens))
+                m["policy/entropy"] = masked_mean(ent.detach(), mask)
+                if cfg.entropy_coef > 0:
+                    loss = loss - cfg.entropy_coef * aggregate(ent, mask, cfg.aggregation, cfg.loss_constant)
+                if w > 0:
+                    (loss * w).backward()
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + w * float(v)
+            params = [p for p in self.policy.parameters() if p.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")) if params else torch.zeros(())
+            self.opt.step()
+            metrics = {**sums, "policy/grad_norm": float(norm)}
+        return metrics
+
+    # ------------------------------------------------------------------ one step
+    def step(self, step: int) -> tuple[dict[str, float], Groups]:
+        cfg, t0 = self.cfg, time.perf_counter()
+        g = self.collect(step)
+        roll = g.rollout
+        metrics: dict[str, float] = {}
+        if len(g.rows):
+            adv = self.advantages(g)  # [N, C]
+            loss_mask = roll.completion_mask.to(adv.dtype)  # [N, C]
+            if cfg.mask_truncated:
+                loss_mask = loss_mask * (~roll.truncated).to(adv.dtype)[:, None]
+            metrics = self.update(roll, adv, loss_mask)
+        if cfg.ref_reset_every and self.ref is not None and (step + 1) % cfg.ref_reset_every == 0:
+            self.ref.load_state_dict(self.policy.state_dict())
+        step_s = time.perf_counter() - t0
+        metrics.update(self.batch_metrics(g, step_s))
+        return metrics, g
+
+    def batch_metrics(self, g: Groups, step_s: float) -> dict[str, float]:
+        s, roll = g.scored, g.rollout
+        out: dict[str, float] = {}
+        for k, name in enumerate(s.names):
+            col = s.per_fn[:, k]
+            col = col[~torch.isnan(col)]
+            out[f"reward/{name}/mean"] = float(col.mean()) if len(col) else float("nan")
+            out[f"reward/{name}/std"] = float(col.std()) if len(col) > 1 else 0.0
+        out["reward/total/mean"] = float(s.total.mean()) if len(s.total) else float("nan")
+        if s.accuracy is not None and len(s.accuracy):
+            out["train/accuracy"] = float(s.accuracy.mean())
+        lengths = roll.lengths.float()
+        tokens = float(lengths.sum())
+        out.update({
+            "completions/mean_length": float(lengths.mean()) if len(lengths) else 0.0,
+            "completions/max_length": float(lengths.max()) if len(lengths) else 0.0,
+            "completions/truncated_frac": float(roll.truncated.float().mean()) if len(lengths) else 0.0,
+            "groups/zero_std_frac": g.zero_std_frac,
+            "groups/used": float(len(g.rows)),
+            "time/step_s": step_s,
+            "time/generation_frac": g.gen_seconds / step_s,
+            "time/tokens_per_s": tokens / max(g.gen_seconds, 1e-9),
+        })
+        return out
+
+
+def sample_records(g: Groups, step: int, limit: int) -> list[dict[str, Any]]:
+    """A few completions of the first groups with their rewards, for samples.jsonl."""
+    G = g.rollout.completions and len(g.rollout.completions) // max(len(g.rows), 1)
+    out = []
+    for i in range(min(limit, len(g.rollout.completions))):
+        rewards = {n: float(g.scored.per_fn[i, k]) for k, n in enumerate(g.scored.names)}
+        out.append({"step": step, "prompt": g.texts[i // G], "completion": g.rollout.completions[i],
+                    "rewards": rewards, "total": float(g.scored.total[i])})
+    return out
+
