@@ -172,7 +172,8 @@ class GRPOAgent:
                 ref_logp[mask] = self.ref.log_prob_entropy(batch.obs[mask], batch.actions[mask])[0]
         E = mask.shape[0]
         history: list[dict[str, torch.Tensor]] = []
-        for _ in range(cfg.epochs):
+        for epoch in range(cfg.epochs):
+            last_epoch = epoch == cfg.epochs - 1  # metrics come from the last epoch only: they are not free
             for idx in torch.randperm(E).chunk(cfg.minibatches):
                 mb_mask = mask[idx]  # [e, T]
                 logp = torch.zeros(mb_mask.shape)  # [e, T]; padding stays 0 and is masked out
@@ -183,14 +184,14 @@ class GRPOAgent:
                     ref_logp=None if ref_logp is None else ref_logp[idx], beta=cfg.beta,
                     eps_low=cfg.eps_low, eps_high=cfg.eps_high, ratio_level=cfg.ratio_level,
                     aggregation=cfg.aggregation, kl_estimator=cfg.kl_estimator,
-                    constant=float(self.info.max_episode_steps))
+                    constant=float(self.info.max_episode_steps), with_metrics=last_epoch)
                 entropy_mean = entropy.mean()
                 if cfg.ent_coef:
                     loss = loss - cfg.ent_coef * entropy_mean
                 grad_norm = self.step(loss)
-                metrics["policy/entropy"] = entropy_mean.detach()
-                metrics["policy/grad_norm"] = grad_norm
-                history.append(metrics)
+                if last_epoch:
+                    metrics.update({"policy/entropy": entropy_mean.detach(), "policy/grad_norm": grad_norm})
+                    history.append(metrics)
         self.iteration += 1
         if self.ref is not None and self.iteration % cfg.ref_sync_every == 0:
             self.ref.load_state_dict(self.actor.state_dict())

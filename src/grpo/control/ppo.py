@@ -97,23 +97,27 @@ class PPOAgent:
         b_returns, b_values = returns.flatten(), batch.values.flatten()
         M = b_obs.shape[0]
         history: list[dict[str, torch.Tensor]] = []
-        for _ in range(cfg.epochs):
+        for epoch in range(cfg.epochs):
+            # Metrics cost as much as the loss on small nets: log the last epoch's (every epoch's
+            # when target_kl needs the KL to stop early).
+            log = epoch == cfg.epochs - 1 or cfg.target_kl is not None
             for idx in torch.randperm(M).split(cfg.batch_size):
                 ones = torch.ones(len(idx), dtype=torch.bool)
                 logp, entropy = self.actor.log_prob_entropy(b_obs[idx], b_actions[idx])
                 mb_adv = b_adv[idx]
                 if cfg.norm_adv and len(idx) > 1:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                pg, metrics = clipped_surrogate(logp, b_logp[idx], mb_adv, ones, eps_low=clip)
+                pg, metrics = clipped_surrogate(logp, b_logp[idx], mb_adv, ones, eps_low=clip, with_metrics=log)
                 v_loss, v_metrics = value_loss(self.critic(b_obs[idx]), b_values[idx], b_returns[idx], ones, cfg.clip_value)
                 entropy_mean = entropy.mean()
                 loss = pg.mean() + cfg.vf_coef * v_loss.mean() - cfg.ent_coef * entropy_mean
                 grad_norm = self.step(loss)
-                metrics.update(v_metrics)
-                metrics.update({"loss/policy": pg.mean().detach(), "loss/value": v_loss.mean().detach(),
-                                "loss/total": loss.detach(), "policy/entropy": entropy_mean.detach(),
-                                "policy/grad_norm": grad_norm})
-                history.append(metrics)
+                if log:
+                    metrics.update(v_metrics)
+                    metrics.update({"loss/policy": pg.mean().detach(), "loss/value": v_loss.mean().detach(),
+                                    "loss/total": loss.detach(), "policy/entropy": entropy_mean.detach(),
+                                    "policy/grad_norm": grad_norm})
+                    history.append(metrics)
             if cfg.target_kl is not None and float(history[-1]["policy/approx_kl_old"]) > cfg.target_kl:
                 break
         self.iteration += 1

@@ -101,6 +101,7 @@ def clipped_surrogate(
     eps_low: float = 0.2,
     eps_high: float | None = None,
     ratio_level: str = "token",
+    with_metrics: bool = True,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Per-token loss ``-min(r A, clip(r, 1 - eps_low, 1 + eps_high) A)``.
 
@@ -109,7 +110,8 @@ def clipped_surrogate(
     DAPO's clip-higher sets it larger. Returns (loss [B, T], metrics) with metrics:
     ``clip/low_frac`` (share of tokens whose gradient the lower clip removed: A < 0, r < 1-eps),
     ``clip/high_frac`` (A > 0, r > 1+eps), ``policy/ratio_mean``, ``policy/approx_kl_old``
-    (k3 of pi_old against pi_theta, how far the policy moved during the update).
+    (k3 of pi_old against pi_theta, how far the policy moved during the update). With
+    ``with_metrics=False`` the metrics are skipped (they cost as much as the loss on small nets).
     """
     eps_high = eps_low if eps_high is None else eps_high
     if advantages.dim() == logp.dim() - 1:
@@ -121,6 +123,8 @@ def clipped_surrogate(
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
     loss = -torch.min(unclipped, clipped)  # [B, T]
+    if not with_metrics:
+        return loss, {}
     with torch.no_grad():
         low = (ratio < 1.0 - eps_low) & (advantages < 0)
         high = (ratio > 1.0 + eps_high) & (advantages > 0)
@@ -171,6 +175,7 @@ def grpo_loss(
     aggregation: str = "sequence-mean",
     kl_estimator: str = "k3",
     constant: float | None = None,
+    with_metrics: bool = True,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The GRPO objective (DeepSeekMath eq. 3), negated for minimisation.
 
@@ -179,17 +184,21 @@ def grpo_loss(
     the loss, not the reward, as in the paper. ``ref_logp`` may be None when ``beta == 0``.
     Shapes as in :func:`clipped_surrogate`. Returns (scalar loss, metrics).
     """
-    per_token, metrics = clipped_surrogate(logp, old_logp, advantages, mask, eps_low, eps_high, ratio_level)
-    metrics["loss/policy"] = aggregate(per_token.detach(), mask, aggregation, constant)
+    per_token, metrics = clipped_surrogate(logp, old_logp, advantages, mask, eps_low, eps_high, ratio_level,
+                                           with_metrics)
+    if with_metrics:
+        metrics["loss/policy"] = aggregate(per_token.detach(), mask, aggregation, constant)
     if beta > 0:
         if ref_logp is None:
             raise ValueError("beta > 0 needs the reference policy's log-probs (ref_logp)")
         kl = kl_estimate(*_zero_padding(mask, logp, ref_logp), kl_estimator)  # [B, T]
         per_token = per_token + beta * kl
-        metrics["kl/ref"] = masked_mean(kl.detach(), mask)
-    elif ref_logp is not None:
+        if with_metrics:
+            metrics["kl/ref"] = masked_mean(kl.detach(), mask)
+    elif ref_logp is not None and with_metrics:
         kl = kl_estimate(*_zero_padding(mask, logp.detach(), ref_logp), kl_estimator)
         metrics["kl/ref"] = masked_mean(kl, mask)
     loss = aggregate(per_token, mask, aggregation, constant)
-    metrics["loss/total"] = loss.detach()
+    if with_metrics:
+        metrics["loss/total"] = loss.detach()
     return loss, metrics
