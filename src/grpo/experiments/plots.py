@@ -1,0 +1,98 @@
+"""Learning-curve figures (matplotlib, Agg backend: no display needed), saved as PNG and SVG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from grpo.experiments.table import EXTRA_THRESHOLDS, Curve, Row  # noqa: E402
+
+FORMATS = ("png", "svg")
+
+
+def _save(fig, stem: Path) -> list[Path]:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(f".{ext}") for ext in FORMATS]
+    for path in paths:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def _colors(labels: Sequence[str]) -> dict[str, str]:
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {label: cycle[i % len(cycle)] for i, label in enumerate(dict.fromkeys(labels))}
+
+
+def _draw(ax, curve: Curve, x: list[float], color: str) -> None:
+    ax.plot(x, curve.median, color=color, label=curve.label, lw=1.8, marker="." if len(x) < 30 else None)
+    ax.fill_between(x, curve.low, curve.high, color=color, alpha=0.18, lw=0)
+
+
+def plot_curves(curves: Sequence[Curve], stem: str | Path, thresholds: dict[str, float | None] | None = None,
+                title: str = "") -> list[Path]:
+    """One row per env: evaluation return vs env steps (left) and vs train wall seconds (right).
+
+    Lines are medians over seeds, bands span min to max; the dashed line is the solve threshold.
+    Returns the paths written (``stem``.png and ``stem``.svg).
+    """
+    envs = list(dict.fromkeys(c.env for c in curves))
+    colors = _colors([c.label for c in curves])
+    fig, axes = plt.subplots(len(envs), 2, figsize=(11, 3.6 * len(envs)), squeeze=False)
+    for (ax_steps, ax_wall), env in zip(axes, envs):
+        for c in (c for c in curves if c.env == env):
+            _draw(ax_steps, c, c.steps, colors[c.label])
+            _draw(ax_wall, c, c.wall, colors[c.label])
+        threshold = (thresholds or {}).get(env, EXTRA_THRESHOLDS.get(env))
+        for ax in (ax_steps, ax_wall):
+            if threshold is not None:
+                ax.axhline(threshold, color="grey", ls="--", lw=1)
+                low, high = ax.get_ylim()
+                pad = 0.05 * (high - low)
+                ax.set_ylim(min(low, threshold - pad), max(high, threshold + pad))
+            ax.set_ylabel(f"{env}\neval return (greedy, 20 ep.)")
+            ax.grid(alpha=0.3)
+        ax_steps.set_xlabel("env steps")
+        ax_wall.set_xlabel("train wall seconds (evaluation excluded)")
+        ax_steps.legend(loc="lower right", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, Path(stem))
+
+
+def plot_group_sweep(curves: Sequence[Curve], rows: Sequence[Row], stem: str | Path,
+                     title: str = "GRPO group size sweep") -> list[Path]:
+    """GRPO's group size G: curves per G (left) and median env steps to stable solve per G (right).
+
+    ``curves`` and ``rows`` hold the sweep's labels (``grpo G=...``) on one env or several.
+    """
+    envs = list(dict.fromkeys(c.env for c in curves))
+    colors = _colors([c.label for c in curves])
+    fig, axes = plt.subplots(len(envs), 2, figsize=(11, 3.6 * len(envs)), squeeze=False)
+    for (ax_curve, ax_bar), env in zip(axes, envs):
+        for c in (c for c in curves if c.env == env):
+            _draw(ax_curve, c, c.steps, colors[c.label])
+        ax_curve.set_xlabel("env steps")
+        ax_curve.set_ylabel(f"{env}\neval return")
+        ax_curve.grid(alpha=0.3)
+        ax_curve.legend(loc="lower right", fontsize=8)
+        env_rows = [r for r in rows if r.env == env]
+        labels = [r.label for r in env_rows]
+        # "never" is drawn as an empty bar at the budget and annotated.
+        heights = [r.stable_solve_step or 0 for r in env_rows]
+        bars = ax_bar.bar(labels, heights, color=[colors.get(lbl, "grey") for lbl in labels])
+        for bar, row in zip(bars, env_rows):
+            text = "never" if row.stable_solve_step is None else f"{row.solved}/{row.seeds}"
+            ax_bar.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=8)
+        ax_bar.set_ylabel("median env steps to stable solve")
+        ax_bar.grid(alpha=0.3, axis="y")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, Path(stem))
