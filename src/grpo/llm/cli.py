@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--max-new-tokens", type=int, default=None, help="default: 256, or 8 for the tiny model")
     ev.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for pass@k")
     ev.add_argument("--device", default="auto")
+    ev.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ev.set_defaults(func=_eval)
 
 
@@ -51,11 +52,15 @@ def _eval(args: argparse.Namespace) -> int:
     from grpo.llm.evaluation import correct_counts, pass_at_k
     from grpo.llm.models import load_model, load_tokenizer, pick_device
     from grpo.llm.rewards import REWARDS
-    from grpo.llm.run import model_path
     from grpo.llm.config import GRPOConfig
+    from grpo.llm.run import model_path
 
     if args.samples < 1:
         raise ValueError("--samples must be >= 1")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     path = model_path(GRPOConfig(model=args.model))
     name = args.reward or next(iter(default_rewards(args.task) or []), None)
     if name is None:

@@ -12,7 +12,7 @@ AGGREGATION_NAMES = ("constant", "sequence-mean", "token-mean")
 REWARD_SCALE_NAMES = ("group", "batch", "none")
 
 # Used when no --model is given: the built-in tiny model learns at a much higher rate.
-TINY_LR = 2e-3
+TINY_LR = 3e-4
 TINY_MAX_NEW_TOKENS = 8
 
 

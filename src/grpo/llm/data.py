@@ -54,7 +54,13 @@ def _load_file(path: Path) -> list[Row]:
     kind = _FILE_FORMATS.get(path.suffix.lower())
     if kind is None:
         raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(_FILE_FORMATS)}")
-    ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+    if path.stat().st_size == 0:
+        return []
+    datasets.disable_progress_bars()  # a local file loads at once; its bars are noise
+    try:
+        ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+    except Exception as err:  # datasets raises many types for malformed files; report one line
+        raise ValueError(f"{path}: could not read as {kind}: {type(err).__name__}: {err}") from None
     return _rows_from_dataset(ds)
 
 
