@@ -97,3 +97,43 @@ def test_prompt_longer_than_context_is_a_clear_error(random_tiny):
     _, tok = random_tiny
     with pytest.raises(ValueError, match="exceeds the model's context of 64 tokens"):
         encode_prompts(tok, ["1" * 60], torch.device("cpu"), 64, 8)
+
+
+def test_shared_prompt_logprobs_and_gradients_equal_the_plain_forward(random_tiny):
+    """Encoding each prompt once for its G rows changes nothing: same log-probs, same gradient."""
+    model, tok = random_tiny
+    ids, mask = encode_prompts(tok, ["1+2=", "48+51="], torch.device("cpu"), 64, 5)
+    G = 3
+    pid, pmask = ids.repeat_interleave(G, 0), mask.repeat_interleave(G, 0)  # [6, P], first prompt left-padded
+    torch.manual_seed(0)
+    comp = torch.randint(3, 90, (6, 5))
+    comp[0, 2] = comp[4, 0] = tok.eos_token_id  # early EOS, one at once
+    cmask, _ = completion_mask(comp, [tok.eos_token_id])
+    comp = comp.masked_fill(cmask == 0, tok.pad_token_id)
+    results = []
+    for group_size in (1, G):
+        model.zero_grad()
+        logp, _ = completion_logprobs(model, pid, pmask, comp, cmask, group_size=group_size)
+        (logp * cmask).sum().backward()
+        results.append((logp.detach() * cmask, [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_cached_and_hf_engines_agree_greedily(tiny):
+    model, tok = tiny
+    texts = ["12+34=", "9+90=", "77+88="]
+    ids, mask = encode_prompts(tok, texts, torch.device("cpu"), 64, 6)
+    a = generate(model, tok, ids, mask, 2, 6, greedy=True, engine="cached")
+    b = generate(model, tok, ids, mask, 2, 6, greedy=True, engine="hf")
+    assert a.completions == b.completions and torch.equal(a.completion_mask, b.completion_mask)
+
+
+def test_filter_logits_top_p_keeps_the_smallest_set_reaching_p():
+    from grpo.llm.generation import filter_logits
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = torch.isfinite(filter_logits(logits, top_p=0.7))
+    assert kept.tolist() == [[True, True, False, False]]
+    assert torch.isfinite(filter_logits(logits, top_p=0.1)).sum() == 1  # always at least one

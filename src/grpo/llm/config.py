@@ -10,6 +10,7 @@ KL_ESTIMATOR_NAMES = ("k1", "k2", "k3")
 RATIO_LEVEL_NAMES = ("sequence", "token")
 AGGREGATION_NAMES = ("constant", "sequence-mean", "token-mean")
 REWARD_SCALE_NAMES = ("group", "batch", "none")
+GENERATION_NAMES = ("cached", "hf")
 
 # Used when no --model is given: the built-in tiny model learns at a much higher rate.
 TINY_LR = 3e-4
@@ -52,6 +53,9 @@ class GRPOConfig:
     temperature: float = field(default=1.0, metadata=_help("sampling temperature (log-probs use the same)"))
     top_p: float = field(default=1.0, metadata=_help("nucleus sampling threshold; 1: off"))
     top_k: int = field(default=0, metadata=_help("top-k sampling; 0: off"))
+    generation: str = field(default="cached", metadata=_help(
+        "cached: each prompt encoded once, its KV cache shared by its G samples; hf: transformers generate",
+        choices=GENERATION_NAMES))
     # --- objective ---------------------------------------------------------------------------
     lr: float | None = field(default=None, metadata=_help(
         f"Adam learning rate; none: 1e-6 (the paper) with --model, {TINY_LR} for the tiny model"))
@@ -125,6 +129,8 @@ class GRPOConfig:
                                ("aggregation", AGGREGATIONS)):
             if getattr(self, name) not in registry:
                 raise ValueError(f"{name}={getattr(self, name)!r} unknown; choose one of {registry.names()}")
+        if self.generation not in GENERATION_NAMES:
+            raise ValueError(f"generation={self.generation!r} unknown; choose one of {list(GENERATION_NAMES)}")
         if self.reward_scale not in REWARD_SCALES:
             raise ValueError(f"reward_scale={self.reward_scale!r} unknown; choose one of {list(REWARD_SCALES)}")
         if self.resume and self.overwrite:

@@ -27,7 +27,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 @torch.no_grad()
 def correct_counts(model: Any, tokenizer: Any, rows: list[Row], samples: int, max_new_tokens: int,
                    check: Callable = exact_answer, greedy: bool = False, temperature: float = 1.0,
-                   top_p: float = 1.0, top_k: int = 0, batch_size: int = 256) -> list[int]:
+                   top_p: float = 1.0, top_k: int = 0, batch_size: int = 256, engine: str = "cached") -> list[int]:
     """For each row, how many of ``samples`` completions ``check`` scores >= 1."""
     device = next(model.parameters()).device
     counts: list[int] = []
@@ -36,7 +36,7 @@ def correct_counts(model: Any, tokenizer: Any, rows: list[Row], samples: int, ma
         chunk = rows[i:i + per_batch]
         texts = prompt_texts(tokenizer, [r["prompt"] for r in chunk])
         ids, mask = encode_prompts(tokenizer, texts, device, context_length(model), max_new_tokens)
-        roll = generate(model, tokenizer, ids, mask, samples, max_new_tokens, temperature, top_p, top_k, greedy)
+        roll = generate(model, tokenizer, ids, mask, samples, max_new_tokens, temperature, top_p, top_k, greedy, engine)
         cols = columns_of(chunk, samples)
         scores = check([t for t in texts for _ in range(samples)], roll.completions,
                        completion_lengths=roll.lengths.tolist(), max_new_tokens=max_new_tokens, **cols)

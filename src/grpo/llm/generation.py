@@ -12,6 +12,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from grpo.core import Registry
+from grpo.llm.logprobs import cache_kwargs, cache_of, position_ids_of
+
+# Generation engines, chosen by name; all share the signature of :func:`generate_cached`.
+GENERATORS: Registry = Registry("generation engine")
+
 
 @dataclass
 class Rollout:
@@ -88,8 +94,35 @@ def encode_prompts(tokenizer: Any, texts: list[str], device: torch.device, max_c
     return ids, mask
 
 
+def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """Top-k then nucleus (top-p) filtering: excluded tokens get -inf. [N, V] -> [N, V].
+
+    >>> filter_logits(torch.tensor([[1.0, 3.0, 2.0]]), top_k=2).tolist()
+    [[-inf, 3.0, 2.0]]
+    """
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # [N, 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix whose mass reaches top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def _finish(tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor, eos: list[int],
+            group_size: int) -> Rollout:
+    mask, truncated = completion_mask(completion_ids, eos)
+    texts = tokenizer.batch_decode(completion_ids.masked_fill(mask == 0, tokenizer.pad_token_id),
+                                   skip_special_tokens=True)
+    return Rollout(prompt_ids.repeat_interleave(group_size, 0), prompt_mask.repeat_interleave(group_size, 0),
+                   completion_ids, mask, truncated, texts)
+
+
+@GENERATORS.register("cached")
 @torch.no_grad()
-def generate(
+def generate_cached(
     model: Any,
     tokenizer: Any,
     prompt_ids: Tensor,
@@ -101,7 +134,62 @@ def generate(
     top_k: int = 0,
     greedy: bool = False,
 ) -> Rollout:
-    """Sample ``group_size`` completions for each of B prompts ([B, P]) in one batched ``generate``.
+    """Sample ``group_size`` completions for each of B prompts ([B, P]) with a shared-prompt KV cache.
+
+    Each prompt is encoded once and its cache repeated for its G samples (``generate`` would encode
+    it G times); then one token per step for all N = B * G rows, until every row has emitted EOS
+    or ``max_new_tokens`` is reached. Rows that have finished receive padding.
+    """
+    eos = eos_ids_of(tokenizer, model)
+    eos_t = torch.tensor(eos, device=prompt_ids.device)
+    was_training = model.training
+    model.eval()
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids_of(prompt_mask),
+                use_cache=True, logits_to_keep=1)
+    cache = cache_of(out)
+    cache.batch_repeat_interleave(group_size)
+    logits = out.logits[:, -1].repeat_interleave(group_size, 0).float()  # [N, V]
+    mask = prompt_mask.repeat_interleave(group_size, 0)  # [N, P + t]
+    pos = position_ids_of(mask)[:, -1:] + 1  # [N, 1]
+    N = mask.shape[0]
+    done = torch.zeros(N, dtype=torch.bool, device=mask.device)
+    tokens = []
+    for t in range(max_new_tokens):
+        if greedy:
+            nxt = logits.argmax(-1)  # [N]
+        else:
+            probs = torch.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
+            nxt = torch.multinomial(probs, 1).squeeze(-1)  # [N]
+        nxt = nxt.masked_fill(done, tokenizer.pad_token_id)
+        tokens.append(nxt)
+        done |= torch.isin(nxt, eos_t)
+        if bool(done.all()) or t == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, use_cache=True,
+                    **cache_kwargs(model, cache))
+        cache = cache_of(out)
+        logits, pos = out.logits[:, -1].float(), pos + 1
+    model.train(was_training)
+    return _finish(tokenizer, prompt_ids, prompt_mask, torch.stack(tokens, dim=1), eos, group_size)
+
+
+@GENERATORS.register("hf")
+@torch.no_grad()
+def generate_hf(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    greedy: bool = False,
+) -> Rollout:
+    """The same with Hugging Face ``generate`` (``num_return_sequences`` = G), for models whose
+    forward takes no KV cache argument.
 
     Every sampling option is passed explicitly (the model's own generation_config, e.g. a default
     top_k=50, is not used), so what is sampled is what the config says.
@@ -119,12 +207,12 @@ def generate(
     model.eval()
     out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=gen_cfg)
     model.train(was_training)
-    P = prompt_ids.shape[1]
-    completion_ids = out[:, P:]  # [N, C]
-    mask, truncated = completion_mask(completion_ids, eos)
-    texts = tokenizer.batch_decode(completion_ids.masked_fill(mask == 0, tokenizer.pad_token_id),
-                                   skip_special_tokens=True)
-    return Rollout(
-        prompt_ids.repeat_interleave(group_size, 0), prompt_mask.repeat_interleave(group_size, 0),
-        completion_ids, mask, truncated, texts,
-    )
+    return _finish(tokenizer, prompt_ids, prompt_mask, out[:, prompt_ids.shape[1]:], eos, group_size)
+
+
+def generate(model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, group_size: int,
+             max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+             greedy: bool = False, engine: str = "cached") -> Rollout:
+    """Sample G completions per prompt with the engine named ``engine`` (``cached`` or ``hf``)."""
+    return GENERATORS.get(engine)(model, tokenizer, prompt_ids, prompt_mask, group_size, max_new_tokens,
+                                  temperature, top_p, top_k, greedy)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -23,8 +24,56 @@ def position_ids_of(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+@functools.lru_cache(maxsize=None)
+def _forward_params(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
 def _accepts_logits_to_keep(model: Any) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+    return "logits_to_keep" in _forward_params(type(model))
+
+
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """The KV-cache argument under its name: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+    return {"cache" if "cache" in _forward_params(type(model)) else "past_key_values": cache}
+
+
+def cache_of(out: Any) -> Any:
+    """The KV cache a forward pass returned, under either name."""
+    cache = out.get("cache")
+    return cache if cache is not None else out.get("past_key_values")
+
+
+def _shared_prompt_logits(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
+                          completion_mask: Tensor, group_size: int) -> Tensor:
+    """Logits [N, C, V] predicting each completion token, running each prompt once per group.
+
+    The G rows of a group share their prompt: it is encoded once ([B, P] instead of [N, P]), its
+    KV cache is repeated G times, and only the completions run per row. Gradients flow through
+    the repeated cache into the prompt's computation, so the result equals the plain forward pass.
+    """
+    G, P = group_size, prompt_ids.shape[1]
+    uniq_ids, uniq_mask = prompt_ids[::G], prompt_mask[::G]  # [B, P]
+    out = model(input_ids=uniq_ids, attention_mask=uniq_mask, position_ids=position_ids_of(uniq_mask),
+                use_cache=True, logits_to_keep=1)
+    cache = cache_of(out)
+    cache.batch_repeat_interleave(G)
+    first = out.logits[:, -1:].repeat_interleave(G, 0)  # [N, 1, V] predicts completion token 0
+    if completion_ids.shape[1] == 1:
+        return first
+    mask = torch.cat([prompt_mask, completion_mask], dim=1)  # [N, P + C]
+    rest = model(input_ids=completion_ids[:, :-1], attention_mask=mask[:, :-1],
+                 position_ids=position_ids_of(mask)[:, P:-1], use_cache=True, **cache_kwargs(model, cache)).logits
+    return torch.cat([first, rest], dim=1)  # [N, C, V]
+
+
+def shares_prompts(prompt_ids: Tensor, prompt_mask: Tensor, group_size: int) -> bool:
+    """True when rows come in groups of ``group_size`` identical prompts (prompt-major)."""
+    N = prompt_ids.shape[0]
+    if group_size < 2 or N % group_size or prompt_ids.shape[1] == 0:
+        return False
+    return bool(torch.equal(prompt_ids, prompt_ids[::group_size].repeat_interleave(group_size, 0))
+                and torch.equal(prompt_mask, prompt_mask[::group_size].repeat_interleave(group_size, 0)))
 
 
 def completion_logprobs(
@@ -36,6 +85,7 @@ def completion_logprobs(
     temperature: float = 1.0,
     with_entropy: bool = False,
     entropy_grad: bool = False,
+    group_size: int = 1,
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probs [N, C] of each completion token given the prompt and earlier completion tokens.
 
@@ -43,15 +93,20 @@ def completion_logprobs(
     tokens were sampled from (as in TRL); the old, new and reference log-probs all use the same
     temperature, so ratios and KL compare like with like. Also returns the entropy [N, C] of that
     distribution when ``with_entropy``; it carries a gradient only with ``entropy_grad`` (the
-    entropy bonus), otherwise it is only logged.
+    entropy bonus), otherwise it is only logged. With ``group_size`` G > 1 and rows in groups of
+    G identical prompts, each prompt is encoded once and its KV cache shared by the group.
     """
-    ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [N, P + C]
-    mask = torch.cat([prompt_mask, completion_mask], dim=1)  # [N, P + C]
     C = completion_ids.shape[1]
-    kwargs = {"logits_to_keep": C + 1} if _accepts_logits_to_keep(model) else {}
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_of(mask),
-                   use_cache=False, **kwargs).logits  # [N, L', V]
-    logits = logits[:, -(C + 1):-1] / temperature  # [N, C, V]: position t predicts completion token t
+    if shares_prompts(prompt_ids, prompt_mask, group_size) and _accepts_logits_to_keep(model):
+        logits = _shared_prompt_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, group_size)
+    else:
+        ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [N, P + C]
+        mask = torch.cat([prompt_mask, completion_mask], dim=1)  # [N, P + C]
+        kwargs = {"logits_to_keep": C + 1} if _accepts_logits_to_keep(model) else {}
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_of(mask),
+                       use_cache=False, **kwargs).logits  # [N, L', V]
+        logits = logits[:, -(C + 1):-1]  # [N, C, V]: position t predicts completion token t
+    logits = logits / temperature
     logp = selective_log_softmax(logits, completion_ids)  # [N, C]
     entropy = None
     if with_entropy:

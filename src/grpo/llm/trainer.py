@@ -112,7 +112,8 @@ class GRPOTrainer:
         texts = prompt_texts(self.tok, [r["prompt"] for r in rows])
         ids, mask = encode_prompts(self.tok, texts, self.device, context_length(self.policy), cfg.max_new_tokens)
         t0 = time.perf_counter()
-        roll = generate(self.policy, self.tok, ids, mask, G, cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k)
+        roll = generate(self.policy, self.tok, ids, mask, G, cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k,
+                        engine=cfg.generation)
         gen_seconds = time.perf_counter() - t0
         scored = self.rewards([t for t in texts for _ in range(G)], roll.completions,
                               completion_lengths=roll.lengths.tolist(), max_new_tokens=cfg.max_new_tokens,
@@ -170,8 +171,10 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------ 3. policy updates
     def _logprobs(self, model: Any, roll: Rollout, rows: slice, **kw: Any) -> tuple[Tensor, Tensor | None]:
+        # Rows in whole groups share their prompt's encoding (checked inside; else a plain forward).
         return completion_logprobs(model, roll.prompt_ids[rows], roll.prompt_mask[rows], roll.completion_ids[rows],
-                                   roll.completion_mask[rows], self.cfg.temperature, **kw)
+                                   roll.completion_mask[rows], self.cfg.temperature, group_size=self.cfg.group_size,
+                                   **kw)
 
     def _no_grad_logprobs(self, model: Any, roll: Rollout) -> Tensor:
         with torch.no_grad():
