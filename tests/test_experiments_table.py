@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from grpo.control.train import algo_config
 from grpo.experiments.cli import parse_sets
 from grpo.experiments.compare import plan
 from grpo.experiments.table import (
@@ -101,7 +102,15 @@ def test_plan_and_group_size_sweep():
                  overrides={"grpo": {"lr": 1e-3}})
     assert [(s.label, s.seed) for s in specs] == [("grpo G=2", 0), ("grpo G=2", 1), ("grpo G=4", 0), ("grpo G=4", 1),
                                                   ("ppo", 0), ("ppo", 1)]
-    assert specs[2].overrides == {"lr": 1e-3, "group_size": 4} and specs[4].overrides == {}
+    # The sweep keeps the tuned episodes per iteration (G x groups) and changes G only.
+    tuned = algo_config("grpo", "CartPole-v1")
+    episodes = tuned.group_size * tuned.groups
+    assert specs[0].overrides == {"lr": 1e-3, "group_size": 2, "groups": episodes // 2}
+    assert specs[2].overrides == {"lr": 1e-3, "group_size": 4, "groups": max(1, episodes // 4)}
+    assert specs[4].overrides == {}
+    fixed = plan(["CartPole-v1"], ["grpo"], [0], 1000, group_sizes=[32], overrides={"grpo": {"groups": 3}})
+    assert fixed[0].overrides == {"groups": 3, "group_size": 32}
+    assert plan(["CartPole-v1"], ["grpo"], [0], 1000, group_sizes=[32])[0].overrides["groups"] == 1
     assert specs[2].folder == "runs/CartPole-v1/grpo-G4/seed0"
     with pytest.raises(ValueError, match="include grpo"):
         plan(["CartPole-v1"], ["ppo"], [0], 1000, group_sizes=[2])

@@ -69,7 +69,11 @@ def group_label(g: int) -> str:
 def plan(envs: Sequence[str], algos: Sequence[str], seeds: Sequence[int], total_steps: int,
          group_sizes: Sequence[int] = (), overrides: dict[str, dict[str, Any]] | None = None,
          eval_every: int = 5_000) -> list[RunSpec]:
-    """The runs of a comparison, env-major. With ``group_sizes``, GRPO runs once per G."""
+    """The runs of a comparison, env-major. With ``group_sizes``, GRPO runs once per G.
+
+    A G sweep changes the group size only: the episodes per iteration (G x groups) stay at the
+    env's tuned value, so groups = episodes // G (at least 1), unless ``overrides`` fix ``groups``.
+    """
     overrides = overrides or {}
     unknown = sorted(set(algos) - set(ALGOS))
     if unknown:
@@ -83,13 +87,23 @@ def plan(envs: Sequence[str], algos: Sequence[str], seeds: Sequence[int], total_
     specs = []
     for env in envs:
         for algo in algos:
-            variants = [(group_label(g), {"group_size": g}) for g in group_sizes] if algo == "grpo" and group_sizes \
-                else [(algo, {})]
+            variants = [(group_label(g), sweep_overrides(env, g, overrides.get("grpo", {}))) for g in group_sizes] \
+                if algo == "grpo" and group_sizes else [(algo, {})]
             for label, extra in variants:
                 for seed in seeds:
                     specs.append(RunSpec(label, algo, env, seed, total_steps, overrides.get(algo, {}) | extra,
                                          eval_every=eval_every))
     return specs
+
+
+def sweep_overrides(env: str, g: int, given: dict[str, Any]) -> dict[str, Any]:
+    """GRPO options for group size ``g`` that keep the episodes per iteration of ``env``'s config."""
+    if "groups" in given:
+        return {"group_size": g}
+    from grpo.control.train import algo_config
+
+    cfg = algo_config("grpo", env, given)
+    return {"group_size": g, "groups": max(1, cfg.group_size * cfg.groups // g)}
 
 
 def validate(specs: Sequence[RunSpec]) -> None:
