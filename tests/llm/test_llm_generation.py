@@ -125,8 +125,8 @@ def test_cached_and_hf_engines_agree_greedily(tiny):
     model, tok = tiny
     texts = ["12+34=", "9+90=", "77+88="]
     ids, mask = encode_prompts(tok, texts, torch.device("cpu"), 64, 6)
-    a = generate(model, tok, ids, mask, 1, 6, greedy=True, engine="cached")
-    b = generate(model, tok, ids, mask, 1, 6, greedy=True, engine="hf")
+    a = generate(model, tok, ids, mask, 2, 6, greedy=True, engine="cached")
+    b = generate(model, tok, ids, mask, 2, 6, greedy=True, engine="hf")
     assert a.completions == b.completions and torch.equal(a.completion_mask, b.completion_mask)
 
 

@@ -200,12 +200,17 @@ def generate_hf(
     gen_cfg = GenerationConfig(
         do_sample=not greedy, temperature=temperature if not greedy else None,
         top_p=top_p if not greedy else None, top_k=(top_k or None) if not greedy else None,
-        max_new_tokens=max_new_tokens, num_return_sequences=group_size,
+        max_new_tokens=max_new_tokens, num_return_sequences=1 if greedy else group_size,
         eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, use_cache=True,
     )
+    if greedy and group_size > 1:  # HF greedy search refuses num_return_sequences > 1
+        prompt_ids, prompt_mask = prompt_ids.repeat_interleave(group_size, 0), prompt_mask.repeat_interleave(group_size, 0)
     was_training = model.training
     model.eval()
     out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=gen_cfg)
+    if greedy and group_size > 1:
+        return _finish(tokenizer, prompt_ids[::group_size], prompt_mask[::group_size],
+                       out[:, prompt_ids.shape[1]:], eos, group_size)
     model.train(was_training)
     return _finish(tokenizer, prompt_ids, prompt_mask, out[:, prompt_ids.shape[1]:], eos, group_size)
 
