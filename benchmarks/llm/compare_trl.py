@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-COMMON = dict(prompts_per_step=16, group_size=8, max_new_tokens=8, lr=3e-4, beta=0.04, eps=0.2,
+COMMON = dict(prompts_per_step=32, group_size=8, max_new_tokens=8, lr=3e-4, beta=0.04, eps=0.2,
               temperature=1.0)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # The names registered in grpo.core, spelled out so that building the CLI parser does not import
 # torch (``grpo --help`` stays instant); __post_init__ and a test check them against the registries.
@@ -43,13 +44,13 @@ class GRPOConfig:
         "torch CPU threads; none: torch's default (1 is fastest for the tiny model on a busy machine)"))
     # --- batch -------------------------------------------------------------------------------
     steps: int = field(default=200, metadata=_help("policy-update rounds (one generation batch each)"))
-    prompts_per_step: int = field(default=16, metadata=_help("prompts per step; each gets group_size samples"))
+    prompts_per_step: int = field(default=32, metadata=_help("prompts per step; each gets group_size samples"))
     group_size: int = field(default=8, metadata=_help("G: completions sampled per prompt (>= 2)"))
     micro_batch: int | None = field(default=None, metadata=_help(
         "sequences per forward/backward (gradient accumulation, same loss value); none: the whole batch"))
     # --- sampling ----------------------------------------------------------------------------
     max_new_tokens: int | None = field(default=None, metadata=_help(
-        f"completion length limit; none: 256, or {TINY_MAX_NEW_TOKENS} for the tiny model"))
+        f"completion length limit; none: 256, or {TINY_MAX_NEW_TOKENS} for the built-in tiny model"))
     temperature: float = field(default=1.0, metadata=_help("sampling temperature (log-probs use the same)"))
     top_p: float = field(default=1.0, metadata=_help("nucleus sampling threshold; 1: off"))
     top_k: int = field(default=0, metadata=_help("top-k sampling; 0: off"))
@@ -99,7 +100,8 @@ class GRPOConfig:
     progress: bool = field(default=True, metadata=_help("show a progress bar"))
 
     def __post_init__(self) -> None:
-        tiny = self.model is None
+        # The tiny model's presets apply to it given by path too (its folder has tiny_info.json).
+        tiny = self.model is None or (Path(self.model) / "tiny_info.json").is_file()
         if self.lr is None:
             self.lr = TINY_LR if tiny else 1e-6
         if self.max_new_tokens is None:

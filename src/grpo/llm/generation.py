@@ -137,8 +137,8 @@ def generate_cached(
     """Sample ``group_size`` completions for each of B prompts ([B, P]) with a shared-prompt KV cache.
 
     Each prompt is encoded once and its cache repeated for its G samples (``generate`` would encode
-    it G times); then one token per step for all N = B * G rows, until every row has emitted EOS
-    or ``max_new_tokens`` is reached. Rows that have finished receive padding.
+    it G times); then one token per step for the rows still going, until every row has emitted EOS
+    or ``max_new_tokens`` is reached. Finished rows leave the batch and its cache; they are padded.
     """
     eos = eos_ids_of(tokenizer, model)
     eos_t = torch.tensor(eos, device=prompt_ids.device)
@@ -148,30 +148,35 @@ def generate_cached(
                 use_cache=True, logits_to_keep=1)
     cache = cache_of(out)
     cache.batch_repeat_interleave(group_size)
-    logits = out.logits[:, -1].repeat_interleave(group_size, 0).float()  # [N, V]
-    mask = prompt_mask.repeat_interleave(group_size, 0)  # [N, P + t]
-    pos = position_ids_of(mask)[:, -1:] + 1  # [N, 1]
+    logits = out.logits[:, -1].repeat_interleave(group_size, 0).float()  # [n, V] for the n rows still going
+    mask = prompt_mask.repeat_interleave(group_size, 0)  # [n, P + t]
+    pos = position_ids_of(mask)[:, -1:] + 1  # [n, 1]
     N = mask.shape[0]
-    done = torch.zeros(N, dtype=torch.bool, device=mask.device)
-    tokens = []
+    tokens = torch.full((N, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=mask.device)  # [N, C]
+    active = torch.arange(N, device=mask.device)  # [n] rows that have not emitted EOS
+    steps = max_new_tokens
     for t in range(max_new_tokens):
         if greedy:
-            nxt = logits.argmax(-1)  # [N]
+            nxt = logits.argmax(-1)  # [n]
         else:
             probs = torch.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
-            nxt = torch.multinomial(probs, 1).squeeze(-1)  # [N]
-        nxt = nxt.masked_fill(done, tokenizer.pad_token_id)
-        tokens.append(nxt)
-        done |= torch.isin(nxt, eos_t)
-        if bool(done.all()) or t == max_new_tokens - 1:
+            nxt = torch.multinomial(probs, 1).squeeze(-1)  # [n]
+        tokens[active, t] = nxt
+        going = ~torch.isin(nxt, eos_t)  # [n]
+        if not bool(going.any()) or t == max_new_tokens - 1:
+            steps = t + 1
             break
+        if not bool(going.all()):  # finished rows leave the batch (and the cache): no compute on padding
+            keep = going.nonzero().flatten()
+            active, mask, pos, nxt = active[keep], mask[keep], pos[keep], nxt[keep]
+            cache.batch_select_indices(keep)
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, use_cache=True,
                     **cache_kwargs(model, cache))
         cache = cache_of(out)
         logits, pos = out.logits[:, -1].float(), pos + 1
     model.train(was_training)
-    return _finish(tokenizer, prompt_ids, prompt_mask, torch.stack(tokens, dim=1), eos, group_size)
+    return _finish(tokenizer, prompt_ids, prompt_mask, tokens[:, :steps], eos, group_size)
 
 
 @GENERATORS.register("hf")
