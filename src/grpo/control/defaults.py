@@ -16,11 +16,18 @@ TUNED: dict[str, dict[str, dict[str, Any]]] = {
         "CartPole-v1": dict(group_size=8, groups=2, epochs=10, minibatches=2, lr=5e-4, anneal_lr=True,
                             advantage="timestep", gamma=0.98, beta=0.04, ref_sync_every=5,
                             aggregation="token-mean"),
-        "Acrobot-v1": dict(group_size=8, groups=2, epochs=10, minibatches=4, lr=1e-3, advantage="timestep"),
+        # Acrobot: nothing is learnt until an episode of a group reaches the goal (2.5% of random
+        # episodes do), so 32 episodes per iteration; undiscounted returns-to-go spread the credit.
+        "Acrobot-v1": dict(group_size=16, groups=2, epochs=10, minibatches=8, lr=1e-3, advantage="timestep",
+                           gamma=1.0),
+        # MountainCar: no random episode reaches the flag in 200 steps, every group has equal
+        # returns and zero advantage; no setting here changes that (BENCHMARKS.md).
         "MountainCar-v0": dict(group_size=16, groups=2, epochs=10, minibatches=4, lr=1e-3, advantage="timestep"),
         "LunarLander-v3": dict(group_size=8, groups=2, epochs=10, minibatches=4, lr=1e-3, advantage="timestep"),
-        "Pendulum-v1": dict(group_size=8, groups=2, epochs=10, minibatches=4, lr=1e-3, advantage="timestep",
-                            init_log_std=0.0),
+        # Pendulum: no critic, so the baseline is the group's mean at the same time step; more
+        # start states per iteration (4 groups of 4), a shorter horizon and more updates per batch.
+        "Pendulum-v1": dict(group_size=4, groups=4, epochs=20, minibatches=16, lr=2e-3, advantage="timestep",
+                            gamma=0.95, init_log_std=0.0),
     },
     "ppo": {
         # rl-zoo: n_envs 8, n_steps 32, batch 256, 20 epochs, gamma 0.98, lambda 0.8, lin_1e-3, lin_0.2
