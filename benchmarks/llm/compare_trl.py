@@ -5,7 +5,8 @@ interleaved (ours, trl, ours, trl, ...) so that machine load hits both alike. Bo
 model folder, prompts per step, G, max completion length, learning rate, beta, clip range,
 loss aggregation, reward scaling, optimizer (AdamW, constant LR, no weight decay, grad-norm 1),
 dropout off, float32, no gradient checkpointing, CPU threads — every option set explicitly
-because TRL's defaults differ from the paper (beta 0, "dapo" loss, bf16, gradient checkpointing).
+because TRL's defaults differ from the paper (beta 0, "dapo" loss, bf16, gradient checkpointing,
+and since TRL 1.x a KL term multiplied by the importance ratio, ``use_bias_correction_kl``).
 Accuracy is greedy accuracy on the 200-problem test split, measured by the same function for both.
 
     .venv/bin/python benchmarks/llm/compare_trl.py --seeds 0 1 2 --steps 200 --out runs/bench-llm
@@ -75,6 +76,8 @@ def run_trl(args: argparse.Namespace) -> dict:
         steps_per_generation=1, num_iterations=1, max_completion_length=c["max_new_tokens"],
         temperature=c["temperature"], top_p=1.0, top_k=0, beta=c["beta"], epsilon=c["eps"], epsilon_high=c["eps"],
         loss_type="grpo", scale_rewards="group", importance_sampling_level="token", mask_truncated_completions=False,
+        use_bias_correction_kl=False,  # TRL 1.x default True multiplies the KL by the ratio (not the paper's k3)
+        entropy_coef=0.0, top_entropy_quantile=1.0, delta=None, off_policy_mask_threshold=None,
         disable_dropout=True, gradient_checkpointing=False, bf16=False, fp16=False, use_cpu=True,
         model_init_kwargs={"dtype": torch.float32}, seed=args.seed, data_seed=args.seed, logging_steps=50,
         report_to="none", save_strategy="no", log_completions=False, dataloader_num_workers=0,
