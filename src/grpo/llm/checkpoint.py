@@ -44,8 +44,12 @@ def save_model(path: Path, model: Any, tokenizer: Any) -> None:
 
 
 def save_checkpoint(out: Path, step: int, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer,
-                    state: dict[str, Any], ref: Any | None = None, keep: int = 2) -> Path:
-    """Write ``out/checkpoint-{step}``; keep the ``keep`` newest. ``step`` = steps completed."""
+                    state: dict[str, Any], ref: Any | None = None, keep: int = 2,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write ``out/checkpoint-{step}``; keep the ``keep`` newest. ``step`` = steps completed.
+
+    ``extra``: more modules with ``save_pretrained`` (e.g. PPO's value model), each in its subfolder.
+    """
     target = out / f"checkpoint-{step:06d}"
 
     def fill(tmp: Path) -> None:
@@ -58,6 +62,8 @@ def save_checkpoint(out: Path, step: int, model: Any, tokenizer: Any, optimizer:
         torch_save(tmp / "rng.pt", rng)
         if ref is not None:
             ref.save_pretrained(tmp / "reference", safe_serialization=True)
+        for name, module in (extra or {}).items():
+            module.save_pretrained(tmp / name)
         write_json(tmp / "trainer_state.json", {"step": step, **state})
 
     _atomic_dir(target, fill)

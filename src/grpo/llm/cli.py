@@ -7,16 +7,18 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``llm`` command and its ``train``/``eval`` subcommands to the ``grpo`` parser."""
-    from grpo.llm.config import GRPOConfig
+    from grpo.llm.ppo_config import LLM_ALGOS, PPOConfig
     from grpo.utils.config import add_dataclass_args
 
-    llm = sub.add_parser("llm", help="GRPO for Hugging Face causal language models")
+    llm = sub.add_parser("llm", help="GRPO and PPO for Hugging Face causal language models")
     llm_sub = llm.add_subparsers(dest="llm_command", required=True, metavar="SUBCOMMAND")
 
-    train = llm_sub.add_parser("train", help="GRPO training; with no --model, the built-in tiny model on addition",
-                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    train.add_argument("--config", help="YAML file of GRPOConfig fields; flags override it")
-    add_dataclass_args(train, GRPOConfig)
+    train = llm_sub.add_parser("train", help="GRPO (or --algo ppo) training; with no --model, the built-in tiny "
+                               "model on addition", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--algo", choices=list(LLM_ALGOS), default="grpo",
+                       help="grpo, or ppo (value model + GAE; the PPO: options apply to it only)")
+    train.add_argument("--config", help="YAML file of GRPOConfig (PPOConfig) fields; flags override it")
+    add_dataclass_args(train, PPOConfig)  # GRPOConfig's fields plus PPO's
     train.set_defaults(func=_train)
 
     ev = llm_sub.add_parser("eval", help="greedy accuracy and pass@k of a model on a task")
@@ -35,11 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from grpo.llm.config import GRPOConfig
+    from grpo.llm.ppo_config import config_from_args
     from grpo.llm.run import train
-    from grpo.utils.config import dataclass_from_args
 
-    cfg = dataclass_from_args(GRPOConfig, args)
+    cfg = config_from_args(args)
     summary = train(cfg)
     print(f"run folder: {cfg.out}  final model: {summary['final_model']}  "
           f"{summary['seconds_per_step']:.3f} s/step")

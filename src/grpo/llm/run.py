@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import torch
 
+from grpo.llm.algos import build_trainer
 from grpo.llm.checkpoint import load_trainer_state, prepare_run_dir, save_checkpoint, save_model
 from grpo.llm.config import GRPOConfig
 from grpo.llm.data import default_rewards, load_rows
@@ -15,7 +16,7 @@ from grpo.llm.evaluation import greedy_accuracy
 from grpo.llm.models import frozen_copy, load_model, load_tokenizer, pick_device
 from grpo.llm.rewards import RewardSet, SequenceClassifierReward
 from grpo.llm.runlog import RunLog
-from grpo.llm.trainer import GRPOTrainer, sample_records
+from grpo.llm.trainer import sample_records
 from grpo.utils.config import to_dict
 from grpo.utils.io import write_json
 from grpo.utils.runtime import peak_rss_mb, seed_everything
@@ -39,7 +40,7 @@ def model_path(cfg: GRPOConfig, log: Callable[[str], None] = print) -> str:
 
 
 def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run GRPO as ``cfg`` says; returns (and writes to ``summary.json``) accuracy before/after and timings."""
+    """Run GRPO (PPO for a PPOConfig) as ``cfg`` says; returns (and writes to ``summary.json``) accuracy before/after and timings."""
     out = Path(cfg.out)
     resume_from = prepare_run_dir(out, cfg.resume, cfg.overwrite)
     if cfg.threads:
@@ -57,7 +58,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         saved_ref = resume_from / "reference" if resume_from else None
         ref = frozen_copy(load_model(str(saved_ref), cfg.dtype, device)) if saved_ref and saved_ref.exists() else (
             frozen_copy(load_model(path, cfg.dtype, device)) if resume_from else frozen_copy(policy))
-    trainer = GRPOTrainer(cfg, policy, tok, rows, rewards, ref)
+    trainer = build_trainer(cfg, policy, tok, rows, rewards, ref, resume_from)  # GRPO, or PPO for a PPOConfig
     state = load_trainer_state(resume_from, trainer.opt) if resume_from else {}
     start = int(state.get("step", 0))
     check = rewards.fns.get(rewards.accuracy_name) if rewards.accuracy_name else None
@@ -88,7 +89,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
                 bar.set_postfix(reward=f"{metrics['reward/total/mean']:.3f}", kl=f"{metrics.get('kl/ref', 0):.4f}")
             if cfg.save_every and (step + 1) % cfg.save_every == 0:
                 save_checkpoint(out, step + 1, policy, tok, trainer.opt, {"accuracy_before": before}, keep_ref,
-                                cfg.keep_checkpoints)
+                                cfg.keep_checkpoints, trainer.checkpoint_modules())
     finally:
         runlog.close()
     train_s = time.perf_counter() - t_train

@@ -106,6 +106,10 @@ class GRPOTrainer:
         self.share = MICRO_BATCH_SHARES.get(cfg.aggregation)
         rewards.check_columns([k for k in rows[0] if k != "prompt"])
 
+    def checkpoint_modules(self) -> dict[str, Any]:
+        """Modules saved in checkpoints beside the policy: none for GRPO (PPO: its value model)."""
+        return {}
+
     # ------------------------------------------------------------------ 1. generate and score
     def sample_groups(self, rows: list[Row]) -> Groups:
         cfg, G = self.cfg, self.cfg.group_size

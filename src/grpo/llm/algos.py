@@ -1,0 +1,43 @@
+"""The trainer for a run's config: GRPOTrainer for a GRPOConfig, PPOTrainer for a PPOConfig.
+
+Both expose ``opt``, ``step(step) -> (metrics, groups)`` and ``checkpoint_modules()`` (modules saved
+in each checkpoint beside the policy), which is all :func:`grpo.llm.run.train` uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from grpo.llm.config import GRPOConfig
+from grpo.llm.data import Row
+from grpo.llm.ppo import PPOTrainer
+from grpo.llm.ppo_config import PPOConfig
+from grpo.llm.rewards import RewardSet
+from grpo.llm.trainer import GRPOTrainer
+
+
+def _grpo(cfg: GRPOConfig, policy: Any, tok: Any, rows: list[Row], rewards: RewardSet, ref: Any | None,
+          resume_from: Path | None) -> GRPOTrainer:
+    return GRPOTrainer(cfg, policy, tok, rows, rewards, ref)
+
+
+def _ppo(cfg: PPOConfig, policy: Any, tok: Any, rows: list[Row], rewards: RewardSet, ref: Any | None,
+         resume_from: Path | None) -> PPOTrainer:
+    trainer = PPOTrainer(cfg, policy, tok, rows, rewards, ref)
+    for name, module in trainer.checkpoint_modules().items():
+        if resume_from is not None:
+            if not (resume_from / name).exists():
+                raise ValueError(f"--resume: {resume_from} holds no {name}/ (was it a GRPO run?)")
+            module.load_saved(resume_from / name)
+    return trainer
+
+
+# Config class -> trainer builder; all share (cfg, policy, tokenizer, rows, rewards, ref, resume_from).
+TRAINERS: dict[type, Callable[..., Any]] = {GRPOConfig: _grpo, PPOConfig: _ppo}
+
+
+def build_trainer(cfg: GRPOConfig, policy: Any, tok: Any, rows: list[Row], rewards: RewardSet, ref: Any | None,
+                  resume_from: Path | None = None) -> Any:
+    """The trainer for ``cfg``'s type; on resume, the extra modules are restored from the checkpoint."""
+    return TRAINERS[type(cfg)](cfg, policy, tok, rows, rewards, ref, resume_from)
