@@ -265,7 +265,7 @@ class GRPOTrainer:
 
 def sample_records(g: Groups, step: int, limit: int) -> list[dict[str, Any]]:
     """A few completions of the first groups with their rewards, for samples.jsonl."""
-    G = g.rollout.completions and len(g.rollout.completions) // max(len(g.rows), 1)
+    G = len(g.rollout.completions) // max(len(g.rows), 1)
     out = []
     for i in range(min(limit, len(g.rollout.completions))):
         rewards = {n: float(g.scored.per_fn[i, k]) for k, n in enumerate(g.scored.names)}
