@@ -194,6 +194,7 @@ class GRPOTrainer:
         old_logp = self._no_grad_logprobs(self.policy, roll) if cfg.mu > 1 else None  # [N, C]
         ref_logp = self._no_grad_logprobs(self.ref, roll) if self.ref is not None else None  # [N, C]
         total = self.share(loss_mask)
+        constant = cfg.loss_constant or float(cfg.max_new_tokens)  # Dr. GRPO's normaliser per sequence
         metrics: dict[str, float] = {}
         for it in range(cfg.mu):
             self.opt.zero_grad(set_to_none=True)
@@ -205,10 +206,10 @@ class GRPOTrainer:
                 old = old_logp[mb] if old_logp is not None else logp.detach()
                 loss, m = grpo_loss(logp, old, adv[mb], mask, None if ref_logp is None else ref_logp[mb], cfg.beta,
                                     cfg.eps_low, cfg.eps_high, cfg.ratio_level, cfg.aggregation, cfg.kl_estimator,
-                                    cfg.loss_constant or float(cfg.max_new_tokens))
+                                    constant)
                 m["policy/entropy"] = masked_mean(ent.detach(), mask)
                 if cfg.entropy_coef > 0:
-                    loss = loss - cfg.entropy_coef * aggregate(ent, mask, cfg.aggregation, cfg.loss_constant)
+                    loss = loss - cfg.entropy_coef * aggregate(ent, mask, cfg.aggregation, constant)
                 if w > 0:
                     (loss * w).backward()
                 for k, v in m.items():
