@@ -84,6 +84,14 @@ class GRPOConfig:
         "iterative GRPO: reset the reference to the policy every R steps; 0: never"))
     entropy_coef: float = field(default=0.0, metadata=_help("entropy bonus coefficient (0: only logged)"))
     max_grad_norm: float | None = field(default=1.0, metadata=_help("gradient clipping; none: off"))
+    nonfinite_limit: int = field(default=20, metadata=_help(
+        "a non-finite loss or gradient skips the update; this many in a row stop the run"))
+    reward_failure: str = field(default="raise", metadata=_help(
+        "when a reward function raises, hangs or returns NaN/inf: raise (an error naming it and the "
+        "sample), zero (score the sample 0), drop (leave its group out of the update)",
+        choices=["raise", "zero", "drop"]))
+    reward_timeout_s: float | None = field(default=60.0, metadata=_help(
+        "seconds a reward function may take for one batch; none: no limit"))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
     # --- run ---------------------------------------------------------------------------------
     seed: int = field(default=0, metadata=_help("seed for prompts order, sampling and init"))
@@ -120,6 +128,9 @@ class GRPOConfig:
             "loss_constant": self.loss_constant is None or self.loss_constant > 0,
             "max_grad_norm": self.max_grad_norm is None or self.max_grad_norm > 0,
             "threads": self.threads is None or self.threads >= 1,
+            "nonfinite_limit": self.nonfinite_limit >= 1,
+            "reward_failure": self.reward_failure in ("raise", "zero", "drop"),
+            "reward_timeout_s": self.reward_timeout_s is None or self.reward_timeout_s > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -28,7 +28,7 @@ def build_rewards(cfg: GRPOConfig, device: torch.device) -> RewardSet:
     extra = {"model": SequenceClassifierReward(cfg.reward_model, device)} if cfg.reward_model else {}
     if not specs and not extra:
         raise ValueError(f"task {cfg.task!r} has no default reward: pass --reward NAME (e.g. math, numeric, format)")
-    return RewardSet.from_specs(specs, extra)
+    return RewardSet.from_specs(specs, extra, on_failure=cfg.reward_failure, timeout_s=cfg.reward_timeout_s)
 
 
 def model_path(cfg: GRPOConfig, log: Callable[[str], None] = print) -> str:

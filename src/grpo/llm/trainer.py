@@ -40,6 +40,7 @@ from grpo.llm.logprobs import completion_logprobs
 from grpo.llm.models import context_length, prompt_texts
 from grpo.llm.rewards import RewardSet
 from grpo.llm.rewards.base import ScoredBatch, StepRewards
+from grpo.utils.optim import GuardedStep
 
 # Share of a micro-batch in the full batch's loss normaliser, per aggregation, so that gradient
 # accumulation gives exactly the full-batch gradient. All share (mask [n, C]) -> float.
@@ -69,7 +70,7 @@ def _cat_groups(parts: list[Groups], pad_id: int) -> Groups:
         [r for p in parts for r in p.rows], [t for p in parts for t in p.texts],
         Rollout.cat([p.rollout for p in parts], pad_id),
         ScoredBatch(torch.cat([p.per_fn for p in sc]), torch.cat([p.total for p in sc]), sc[0].names, steps, acc,
-           sc[0].step_weight),
+           sc[0].step_weight, None if sc[0].failed is None else torch.cat([p.failed for p in sc])),
         parts[0].zero_std_frac, sum(p.gen_seconds for p in parts),
     )
 
@@ -103,6 +104,8 @@ class GRPOTrainer:
         self.device = next(policy.parameters()).device
         self.policy.eval()  # dropout off: see the module docstring
         self.opt = optimizer or torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # Non-finite losses or gradients skip the step; nonfinite_limit in a row stop the run.
+        self.guard = GuardedStep(self.opt, cfg.max_grad_norm or float("inf"), cfg.nonfinite_limit)
         self.share = MICRO_BATCH_SHARES.get(cfg.aggregation)
         rewards.check_columns([k for k in rows[0] if k != "prompt"])
 
@@ -157,7 +160,8 @@ class GRPOTrainer:
         return Groups(
             [g.rows[i] for i in groups.tolist()], [g.texts[i] for i in groups.tolist()], g.rollout.select(seq),
             ScoredBatch(s.per_fn[seq], s.total[seq], s.names, None if s.steps is None else [s.steps[i] for i in seq.tolist()],
-               None if s.accuracy is None else s.accuracy[seq], s.step_weight),
+               None if s.accuracy is None else s.accuracy[seq], s.step_weight,
+               None if s.failed is None else s.failed[seq]),
             g.zero_std_frac, g.gen_seconds)
 
     # ------------------------------------------------------------------ 2. advantages
@@ -199,6 +203,7 @@ class GRPOTrainer:
         for it in range(cfg.mu):
             self.opt.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
+            bad = False
             for mb in self._micro_batches(len(roll.completions)):
                 mask = loss_mask[mb]
                 w = self.share(mask) / max(total, 1.0)
@@ -210,14 +215,14 @@ class GRPOTrainer:
                 m["policy/entropy"] = masked_mean(ent.detach(), mask)
                 if cfg.entropy_coef > 0:
                     loss = loss - cfg.entropy_coef * aggregate(ent, mask, cfg.aggregation, constant)
-                if w > 0:
+                finite = bool(torch.isfinite(loss))
+                bad = bad or not finite
+                if w > 0 and finite:
                     (loss * w).backward()
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + w * float(v)
-            params = [p for p in self.policy.parameters() if p.grad is not None]
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm or float("inf")) if params else torch.zeros(())
-            self.opt.step()
-            metrics = {**sums, "policy/grad_norm": float(norm)}
+            norm = self.guard.finish(bad)
+            metrics = {**sums, "policy/grad_norm": float(norm), "train/skipped_updates": float(self.guard.skipped_total)}
         return metrics
 
     # ------------------------------------------------------------------ one step
@@ -231,6 +236,10 @@ class GRPOTrainer:
             loss_mask = roll.completion_mask.to(adv.dtype)  # [N, C]
             if cfg.mask_truncated:
                 loss_mask = loss_mask * (~roll.truncated).to(adv.dtype)[:, None]
+            if g.scored.failed is not None:  # reward failure policy "drop": the whole group leaves the update
+                G = cfg.group_size
+                keep = ~g.scored.failed.view(-1, G).any(1, keepdim=True).expand(-1, G).reshape(-1)  # [N]
+                loss_mask = loss_mask * keep.to(loss_mask)[:, None]
             metrics = self.update(roll, adv, loss_mask)
         if cfg.ref_reset_every and self.ref is not None and (step + 1) % cfg.ref_reset_every == 0:
             self.ref.load_state_dict(self.policy.state_dict())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Iterable
-
 import torch
 
 from grpo.errors import NonFiniteError
@@ -23,17 +21,24 @@ class GuardedStep:
         self.skipped_in_a_row = 0
         self.skipped_total = 0
 
-    def __call__(self, loss: torch.Tensor, params: Iterable[torch.Tensor] | None = None) -> torch.Tensor:
-        """Returns the gradient norm before clipping (NaN/inf for a skipped step)."""
+    def __call__(self, loss: torch.Tensor) -> torch.Tensor:
+        """``backward`` then :meth:`finish`; returns the gradient norm before clipping (NaN/inf
+        for a skipped step)."""
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             return self._skip(loss.detach())
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(list(params) if params is not None else self.params,
-                                                   self.max_grad_norm)
-        if not torch.isfinite(grad_norm):
+        return self.finish()
+
+    def finish(self, bad: bool = False) -> torch.Tensor:
+        """Clip and step on gradients already accumulated (e.g. over micro-batches), or skip the
+        step when ``bad`` (a micro-batch loss was not finite) or the gradient norm is not."""
+        params = [p for p in self.params if p.grad is not None]
+        grad_norm = (torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm) if params
+                     else torch.zeros(()))
+        if bad or not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
-            return self._skip(grad_norm)
+            return self._skip(torch.tensor(float("nan")) if bad else grad_norm)
         self.optimizer.step()
         self.skipped_in_a_row = 0
         return grad_norm
