@@ -225,20 +225,15 @@ def load_checkpoint(out: Path, agent) -> dict[str, Any]:
 
 
 def _truncate_logs(out: Path, env_steps: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (they will be redone)."""
+    """Drop log lines written after the checkpoint we resume from (they will be redone), and a
+    last line cut by a crash."""
     for name in ("metrics.jsonl", "eval.jsonl"):
         path = out / name
-        if not path.exists():
-            continue
-        keep = []
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a crash
-            if rec.get("env_steps", 0) <= env_steps:
-                keep.append(line)
-        path.write_text("".join(k + "\n" for k in keep))
+        if path.exists():
+            keep = [r for r in read_jsonl(path, skip_bad_lines=True) if r.get("env_steps", 0) <= env_steps]
+            with JsonlWriter(path, mode="w") as writer:
+                for record in keep:
+                    writer.write(record)
 
 
 def load_actor(checkpoint: str | Path) -> tuple[Actor, EnvInfo]:

@@ -8,30 +8,20 @@ into a temporary folder and renamed into place, so a crash never leaves half a c
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from grpo.utils.io import read_json, torch_load, torch_save, write_json
+from grpo.utils.io import AtomicDir, read_json, torch_load, torch_save, write_json
 
 RUN_FILES = ("metrics.jsonl", "samples.jsonl", "run_config.json", "summary.json", "final", "tb")
 
 
 def _atomic_dir(target: Path, fill: Any) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with AtomicDir(target) as tmp:  # written aside, fsynced, then renamed into place
         fill(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save_model(path: Path, model: Any, tokenizer: Any) -> None:

@@ -14,7 +14,7 @@ def truncate_jsonl(path: Path, before_step: int) -> None:
     """Keep the records of steps < ``before_step`` (a resumed run rewrites the steps after its checkpoint)."""
     if not path.exists():
         return
-    keep = [r for r in read_jsonl(path) if r.get("step", -1) < before_step]
+    keep = [r for r in read_jsonl(path, skip_bad_lines=True) if r.get("step", -1) < before_step]
     with JsonlWriter(path, mode="w") as w:
         for r in keep:
             w.write(r)

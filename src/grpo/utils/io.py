@@ -104,9 +104,20 @@ class JsonlWriter:
         self.close()
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+def read_jsonl(path: str | Path, skip_bad_lines: bool = False) -> list[dict[str, Any]]:
+    """Records of a JSON-lines file; ``skip_bad_lines`` drops lines that do not parse (e.g. the
+    last line of a log cut by a crash) instead of raising."""
+    out = []
     with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                if not skip_bad_lines:
+                    raise
+    return out
 
 
 class AtomicDir:
