@@ -20,8 +20,8 @@ feeds it tensors. Where this departs from InstructGPT/TRL PPO, and why:
 - The batch is prompts x G samples like GRPO's (same generation code); PPO ignores the groups for
   its baseline (the critic is the baseline). Minibatches hold whole groups so that each prompt is
   still encoded once per group.
-- Gradient norms are clipped for the policy and the value model separately (as OpenRLHF, which
-  trains them apart), so a large value gradient does not shrink the policy step.
+- One optimizer and one gradient-norm clip over policy and value model together (as TRL's PPO);
+  ``vf_coef`` keeps the value gradient from dominating the norm. Both norms are logged.
 - Dropout is off, as in GRPO: the first minibatch's ratio is exactly 1.
 """
 
@@ -43,6 +43,7 @@ from grpo.llm.ppo_config import PPOConfig
 from grpo.llm.rewards import RewardSet
 from grpo.llm.trainer import MICRO_BATCH_SHARES, GRPOTrainer, Groups
 from grpo.llm.value import ValueModel, build_value_model
+from grpo.utils.optim import GuardedStep
 
 # Where beta * KL goes: (weight in the per-token reward, weight in the loss).
 KL_PLACEMENT = {"reward": (1.0, 0.0), "loss": (0.0, 1.0)}
@@ -100,6 +101,8 @@ class PPOTrainer:
              {"params": self.value_params, "lr": cfg.critic_lr or cfg.lr}], weight_decay=cfg.weight_decay)
         # Sampling, rewards and batch metrics are GRPO's (its optimizer is ours; its update is unused).
         self.sampler = GRPOTrainer(cfg, policy, tokenizer, rows, rewards, ref, optimizer=self.opt)
+        # Non-finite losses or gradients skip the step; nonfinite_limit in a row stop the run (as GRPO).
+        self.guard = GuardedStep(self.opt, cfg.max_grad_norm or float("inf"), cfg.nonfinite_limit)
         self.share = MICRO_BATCH_SHARES.get(cfg.aggregation)
         self.beta_reward, self.beta_loss = (cfg.beta * w for w in KL_PLACEMENT[cfg.kl_penalty])
 
@@ -155,8 +158,8 @@ class PPOTrainer:
         metrics = {"value/explained_variance": float(explained_variance(old_values, returns, mask.bool())),
                    "value/mean": float(masked_mean(old_values, mask)), "returns/mean": float(masked_mean(returns, mask)),
                    "advantages/std": float(masked_mean((adv - masked_mean(adv, mask)) ** 2, mask).sqrt())}
-        if kl is not None:
-            metrics["kl/sampled_ref"] = float(masked_mean(kl, mask))
+        if kl is not None:  # on the sampled tokens, under the sampling policy (kl_penalty=loss logs its own)
+            metrics["kl/ref"] = float(masked_mean(kl, mask))
         if kl is not None and self.beta_reward:
             metrics["reward/kl_penalty"] = float((-self.beta_reward * kl * mask).sum(-1).mean())  # per sequence
         if cfg.whiten_advantages:
@@ -181,43 +184,44 @@ class PPOTrainer:
             last = epoch == cfg.epochs - 1  # metrics cost time: the last epoch's only
             for idx in self._minibatches(len(g.rows)):
                 self.opt.zero_grad(set_to_none=True)
-                total = max(self.share(loss_mask[idx]), 1.0)
+                total, bad = max(self.share(loss_mask[idx]), 1.0), False
                 for part in idx.split(cfg.micro_batch or len(idx)):
-                    m = self._loss_backward(roll.select(part), part, old_logp, old_values, ref_logp, adv, returns,
-                                            loss_mask, self.share(loss_mask[part]) / total, last)
+                    m, finite = self._loss_backward(roll.select(part), part, old_logp, old_values, ref_logp, adv,
+                                                    returns, loss_mask, self.share(loss_mask[part]) / total, last)
+                    bad = bad or not finite
                     for k, v in m.items():
                         sums[k] = sums.get(k, 0.0) + v / cfg.minibatches
-                policy_params = [p for p in self.policy.parameters() if p.grad is not None]
-                value_params = [p for p in self.value_params if p.grad is not None]
-                norms = [torch.nn.utils.clip_grad_norm_(ps, cfg.max_grad_norm or float("inf")) if ps else torch.zeros(())
-                         for ps in (policy_params, value_params)]
-                self.opt.step()
-                if last:
-                    for k, n in zip(("policy/grad_norm", "value/grad_norm"), norms):
-                        sums[k] = sums.get(k, 0.0) + float(n) / cfg.minibatches
-        return {**metrics, **sums}
+                if last:  # each model's gradient norm, before the joint clip
+                    for k, ps in (("policy/grad_norm", self.policy.parameters()), ("value/grad_norm", self.value_params)):
+                        sq = sum(float(p.grad.float().pow(2).sum()) for p in ps if p.grad is not None)
+                        sums[k] = sums.get(k, 0.0) + sq ** 0.5 / cfg.minibatches
+                self.guard.finish(bad)  # joint clip to max_grad_norm and step; skipped if not finite
+        return {**metrics, **sums, "train/skipped_updates": float(self.guard.skipped_total)}
 
     def _loss_backward(self, sub: Rollout, rows: Tensor, old_logp: Tensor, old_values: Tensor,
                        ref_logp: Tensor | None, adv: Tensor, returns: Tensor, loss_mask: Tensor, weight: float,
-                       with_metrics: bool) -> dict[str, float]:
-        """Backward of ``weight`` x (policy loss + vf_coef * value loss) on rows ``rows``; their metrics x weight."""
+                       with_metrics: bool) -> tuple[dict[str, float], bool]:
+        """Backward of ``weight`` x (policy loss + vf_coef * value loss) on rows ``rows`` unless it is not
+        finite; returns (their metrics x weight, finite)."""
         cfg, lm = self.cfg, loss_mask[rows]
+        constant = cfg.loss_constant or float(cfg.max_new_tokens)  # Dr. GRPO's normaliser per sequence
         logp, values, ent = self.forward(sub, with_entropy=with_metrics or cfg.entropy_coef > 0)
-        pg, m = grpo_loss(logp, old_logp[rows], adv[rows], lm, None if ref_logp is None else ref_logp[rows],
-                          self.beta_loss, cfg.eps_low, cfg.eps_high, cfg.ratio_level, cfg.aggregation,
-                          cfg.kl_estimator, cfg.loss_constant or float(cfg.max_new_tokens), with_metrics)
+        ref = ref_logp[rows] if ref_logp is not None and self.beta_loss else None  # KL in the loss only
+        pg, m = grpo_loss(logp, old_logp[rows], adv[rows], lm, ref, self.beta_loss, cfg.eps_low, cfg.eps_high,
+                          cfg.ratio_level, cfg.aggregation, cfg.kl_estimator, constant, with_metrics)
         v_tok, vm = value_loss(values, old_values[rows], returns[rows], lm, cfg.value_clip)  # [n, C]
-        v = aggregate(v_tok, lm, cfg.aggregation, cfg.loss_constant or float(cfg.max_new_tokens))
+        v = aggregate(v_tok, lm, cfg.aggregation, constant)
         loss = pg + cfg.vf_coef * v
         if cfg.entropy_coef > 0:
-            loss = loss - cfg.entropy_coef * aggregate(ent, lm, cfg.aggregation, cfg.loss_constant)
-        if weight > 0:
+            loss = loss - cfg.entropy_coef * aggregate(ent, lm, cfg.aggregation, constant)
+        finite = bool(torch.isfinite(loss))
+        if weight > 0 and finite:
             (loss * weight).backward()
         if not with_metrics:
-            return {}
+            return {}, finite
         m.update(vm)
         m.update({"loss/value": v.detach(), "loss/total": loss.detach(), "policy/entropy": masked_mean(ent.detach(), lm)})
-        return {k: weight * float(x) for k, x in m.items()}
+        return {k: weight * float(x) for k, x in m.items()}, finite
 
     # ------------------------------------------------------------------ one step
     def step(self, step: int) -> tuple[dict[str, float], Groups]:

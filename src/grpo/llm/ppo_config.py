@@ -26,7 +26,7 @@ class PPOConfig(GRPOConfig):
         "PPO: where beta * KL(pi || pi_ref) enters: per-token reward (InstructGPT) or the loss (as GRPO)",
         choices=KL_PENALTY_NAMES))
     epochs: int = field(default=2, metadata=_help("PPO: passes over each generation batch"))
-    minibatches: int = field(default=2, metadata=_help(
+    minibatches: int = field(default=1, metadata=_help(
         "PPO: optimizer steps per epoch (the batch's prompts split into this many parts)"))
     gamma: float = field(default=1.0, metadata=_help("PPO: discount over completion tokens"))
     gae_lambda: float = field(default=0.95, metadata=_help("PPO: GAE lambda"))
