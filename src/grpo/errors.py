@@ -7,3 +7,7 @@ class GrpoError(Exception):
 
 class NonFiniteError(GrpoError, RuntimeError):
     """Too many non-finite updates in a row; the last good checkpoint is kept."""
+
+
+class MissingDependency(GrpoError, ImportError):
+    """An optional package (vLLM, DeepSpeed) was asked for but is not installed; says how to install it."""

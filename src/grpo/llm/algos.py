@@ -18,12 +18,13 @@ from grpo.llm.trainer import GRPOTrainer
 
 
 def _grpo(cfg: GRPOConfig, policy: Any, tok: Any, rows: list[Row], rewards: RewardSet, ref: Any | None,
-          resume_from: Path | None) -> GRPOTrainer:
-    return GRPOTrainer(cfg, policy, tok, rows, rewards, ref)
+          resume_from: Path | None, optimizer: Any = None, runtime: Any = None) -> GRPOTrainer:
+    return GRPOTrainer(cfg, policy, tok, rows, rewards, ref, optimizer, runtime)
 
 
 def _ppo(cfg: PPOConfig, policy: Any, tok: Any, rows: list[Row], rewards: RewardSet, ref: Any | None,
-         resume_from: Path | None) -> PPOTrainer:
+         resume_from: Path | None, optimizer: Any = None, runtime: Any = None) -> PPOTrainer:
+    # PPO builds its own optimizer (policy and value groups) and runs in one process (run.check_scale_out).
     trainer = PPOTrainer(cfg, policy, tok, rows, rewards, ref)
     for name, module in trainer.checkpoint_modules().items():
         if resume_from is not None:
@@ -33,11 +34,12 @@ def _ppo(cfg: PPOConfig, policy: Any, tok: Any, rows: list[Row], rewards: Reward
     return trainer
 
 
-# Config class -> trainer builder; all share (cfg, policy, tokenizer, rows, rewards, ref, resume_from).
+# Config class -> trainer builder; all share (cfg, policy, tokenizer, rows, rewards, ref, resume_from,
+# optimizer, runtime); the last two are the prepared optimizer and grpo.llm.distributed's Runtime.
 TRAINERS: dict[type, Callable[..., Any]] = {GRPOConfig: _grpo, PPOConfig: _ppo}
 
 
 def build_trainer(cfg: GRPOConfig, policy: Any, tok: Any, rows: list[Row], rewards: RewardSet, ref: Any | None,
-                  resume_from: Path | None = None) -> Any:
+                  resume_from: Path | None = None, optimizer: Any = None, runtime: Any = None) -> Any:
     """The trainer for ``cfg``'s type; on resume, the extra modules are restored from the checkpoint."""
-    return TRAINERS[type(cfg)](cfg, policy, tok, rows, rewards, ref, resume_from)
+    return TRAINERS[type(cfg)](cfg, policy, tok, rows, rewards, ref, resume_from, optimizer, runtime)

@@ -40,10 +40,15 @@ def _train(args: argparse.Namespace) -> int:
     from grpo.llm.ppo_config import config_from_args
     from grpo.llm.run import train
 
+    from grpo.llm.distributed import launched, relaunch
+
     cfg = config_from_args(args)
+    if cfg.num_processes > 1 and not launched():  # start the processes; each runs this command again
+        return relaunch(cfg, args.algo)
     summary = train(cfg)
-    print(f"run folder: {cfg.out}  final model: {summary['final_model']}  "
-          f"{summary['seconds_per_step']:.3f} s/step")
+    if summary:  # the main process (the others return {})
+        print(f"run folder: {cfg.out}  final model: {summary['final_model']}  "
+              f"{summary['seconds_per_step']:.3f} s/step")
     return 0
 
 

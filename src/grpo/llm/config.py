@@ -11,7 +11,9 @@ KL_ESTIMATOR_NAMES = ("k1", "k2", "k3")
 RATIO_LEVEL_NAMES = ("sequence", "token")
 AGGREGATION_NAMES = ("constant", "sequence-mean", "token-mean")
 REWARD_SCALE_NAMES = ("group", "batch", "none")
-GENERATION_NAMES = ("cached", "hf")
+GENERATION_NAMES = ("cached", "hf", "vllm")
+MIXED_PRECISION_NAMES = ("no", "bf16", "fp16")
+ADAPTER_NAMES = ("lora", "dora", "rslora")  # grpo.llm.adapters.ADAPTERS
 
 # Used when no --model is given: the built-in tiny model learns at a much higher rate.
 TINY_LR = 3e-4
@@ -55,7 +57,8 @@ class GRPOConfig:
     top_p: float = field(default=1.0, metadata=_help("nucleus sampling threshold; 1: off"))
     top_k: int = field(default=0, metadata=_help("top-k sampling; 0: off"))
     generation: str = field(default="cached", metadata=_help(
-        "cached: each prompt encoded once, its KV cache shared by its G samples; hf: transformers generate",
+        "cached: each prompt encoded once, its KV cache shared by its G samples; hf: transformers generate; "
+        "vllm: a colocated vLLM engine (pip install 'grpo-lab[vllm]')",
         choices=GENERATION_NAMES))
     # --- objective ---------------------------------------------------------------------------
     lr: float | None = field(default=None, metadata=_help(
@@ -93,6 +96,28 @@ class GRPOConfig:
     reward_timeout_s: float | None = field(default=60.0, metadata=_help(
         "seconds a reward function may take for one batch; none: no limit"))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    # --- scale out (docs/scale-out.md) -------------------------------------------------------
+    num_processes: int = field(default=1, metadata=_help(
+        "processes to launch through accelerate (one per GPU; on CPU, gloo); ignored inside a launched run"))
+    accelerate_config: str | None = field(default=None, metadata=_help(
+        "accelerate config file for the launch (FSDP, DeepSpeed: examples/accelerate/); none: DDP"))
+    mixed_precision: str = field(default="no", metadata=_help(
+        "autocast forward passes in bf16 or fp16 (weights stay float32; fp16 needs CUDA)", choices=MIXED_PRECISION_NAMES))
+    gradient_checkpointing: bool = field(default=False, metadata=_help(
+        "recompute each layer's activations in the backward pass (less memory, about 30%% more time)"))
+    adapter: str | None = field(default=None, metadata=_help(
+        "train peft adapters instead of all weights: lora, dora, rslora; the reference is the base "
+        "model with adapters off (no second copy); none: full fine-tuning", choices=ADAPTER_NAMES))
+    lora_r: int = field(default=16, metadata=_help("adapter rank"))
+    lora_alpha: float | None = field(default=None, metadata=_help("adapter scaling alpha; none: 2 x lora_r"))
+    lora_target_modules: list[str] | None = field(default=None, metadata=_help(
+        "module names to adapt (e.g. q_proj v_proj); none: every linear layer but the output head"))
+    save_merged: bool = field(default=False, metadata=_help(
+        "adapter runs: also save the merged model as a normal model folder (final-merged/)"))
+    vllm_gpu_memory_utilization: float = field(default=0.3, metadata=_help(
+        "generation vllm: share of GPU memory the engine may take (the rest trains)"))
+    vllm_max_model_len: int | None = field(default=None, metadata=_help(
+        "generation vllm: context length of the engine; none: the model's"))
     # --- run ---------------------------------------------------------------------------------
     seed: int = field(default=0, metadata=_help("seed for prompts order, sampling and init"))
     out: str = field(default="runs/llm", metadata=_help("run folder: metrics.jsonl, samples.jsonl, checkpoints, final model"))
@@ -146,6 +171,23 @@ class GRPOConfig:
             raise ValueError(f"generation={self.generation!r} unknown; choose one of {list(GENERATION_NAMES)}")
         if self.reward_scale not in REWARD_SCALES:
             raise ValueError(f"reward_scale={self.reward_scale!r} unknown; choose one of {list(REWARD_SCALES)}")
+        scale = {"num_processes": self.num_processes >= 1, "lora_r": self.lora_r >= 1,
+                 "lora_alpha": self.lora_alpha is None or self.lora_alpha > 0,
+                 "vllm_gpu_memory_utilization": 0 < self.vllm_gpu_memory_utilization <= 1,
+                 "vllm_max_model_len": self.vllm_max_model_len is None or self.vllm_max_model_len >= 1}
+        bad = [name for name, ok in scale.items() if not ok]
+        for name, value, names in (("mixed_precision", self.mixed_precision, MIXED_PRECISION_NAMES),
+                                   ("adapter", self.adapter, ADAPTER_NAMES + (None,))):
+            if value not in names:
+                bad.append(name)
+        if bad:
+            raise ValueError("invalid GRPOConfig value(s): " + ", ".join(f"{b}={getattr(self, b)!r}" for b in bad)
+                             + " (see --help for the allowed range)")
+        if self.mixed_precision != "no" and self.dtype != "float32":
+            raise ValueError(f"mixed_precision={self.mixed_precision} keeps float32 weights and autocasts; "
+                             f"dtype={self.dtype} would be cast twice: use dtype float32")
+        if self.save_merged and not self.adapter:
+            raise ValueError("save_merged applies to adapter runs (--adapter lora): the final model is already merged")
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other: pick one")
 

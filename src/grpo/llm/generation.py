@@ -14,9 +14,13 @@ from torch import Tensor
 
 from grpo.core import Registry
 from grpo.llm.logprobs import cache_kwargs, cache_of, position_ids_of
+from grpo.llm.seeding import sample_from, sample_keys, uniforms
 
 # Generation engines, chosen by name; all share the signature of :func:`generate_cached`.
 GENERATORS: Registry = Registry("generation engine")
+# Builders of a run's engine by name; all share (cfg, model, tokenizer, runtime) -> engine. An
+# engine may define ``push_weights(model)``, called after each policy update (vLLM's copy).
+GENERATOR_BUILDERS: Registry = Registry("generation engine")
 
 
 @dataclass
@@ -133,12 +137,15 @@ def generate_cached(
     top_p: float = 1.0,
     top_k: int = 0,
     greedy: bool = False,
+    seeds: Tensor | None = None,
 ) -> Rollout:
     """Sample ``group_size`` completions for each of B prompts ([B, P]) with a shared-prompt KV cache.
 
     Each prompt is encoded once and its cache repeated for its G samples (``generate`` would encode
     it G times); then one token per step for the rows still going, until every row has emitted EOS
     or ``max_new_tokens`` is reached. Finished rows leave the batch and its cache; they are padded.
+    With ``seeds`` (one key per prompt [B], :mod:`grpo.llm.seeding`) each sample's tokens depend only
+    on its prompt's key, not on the other rows in the batch; without, torch's global RNG is used.
     """
     eos = eos_ids_of(tokenizer, model)
     eos_t = torch.tensor(eos, device=prompt_ids.device)
@@ -154,13 +161,17 @@ def generate_cached(
     N = mask.shape[0]
     tokens = torch.full((N, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=mask.device)  # [N, C]
     active = torch.arange(N, device=mask.device)  # [n] rows that have not emitted EOS
+    keys = None if seeds is None else sample_keys(seeds.cpu(), group_size)  # [N]
     steps = max_new_tokens
     for t in range(max_new_tokens):
         if greedy:
             nxt = logits.argmax(-1)  # [n]
         else:
             probs = torch.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
-            nxt = torch.multinomial(probs, 1).squeeze(-1)  # [n]
+            if keys is None:
+                nxt = torch.multinomial(probs, 1).squeeze(-1)  # [n]
+            else:
+                nxt = sample_from(probs, uniforms(keys[active.cpu()], t).to(probs.device))  # [n]
         tokens[active, t] = nxt
         going = ~torch.isin(nxt, eos_t)  # [n]
         if not bool(going.any()) or t == max_new_tokens - 1:
@@ -192,9 +203,10 @@ def generate_hf(
     top_p: float = 1.0,
     top_k: int = 0,
     greedy: bool = False,
+    seeds: Tensor | None = None,
 ) -> Rollout:
     """The same with Hugging Face ``generate`` (``num_return_sequences`` = G), for models whose
-    forward takes no KV cache argument.
+    forward takes no KV cache argument. ``seeds`` are not used: it samples from torch's global RNG.
 
     Every sampling option is passed explicitly (the model's own generation_config, e.g. a default
     top_k=50, is not used), so what is sampled is what the config says.
@@ -222,7 +234,18 @@ def generate_hf(
 
 def generate(model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, group_size: int,
              max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-             greedy: bool = False, engine: str = "cached") -> Rollout:
+             greedy: bool = False, engine: str = "cached", seeds: Tensor | None = None) -> Rollout:
     """Sample G completions per prompt with the engine named ``engine`` (``cached`` or ``hf``)."""
     return GENERATORS.get(engine)(model, tokenizer, prompt_ids, prompt_mask, group_size, max_new_tokens,
-                                  temperature, top_p, top_k, greedy)
+                                  temperature, top_p, top_k, greedy, seeds)
+
+
+GENERATOR_BUILDERS.register("cached")(lambda cfg, model, tokenizer, runtime: GENERATORS.get("cached"))
+GENERATOR_BUILDERS.register("hf")(lambda cfg, model, tokenizer, runtime: GENERATORS.get("hf"))
+
+
+@GENERATOR_BUILDERS.register("vllm")
+def _vllm(cfg: Any, model: Any, tokenizer: Any, runtime: Any) -> Any:
+    from grpo.llm.vllm_engine import VLLMGenerator  # imported only when asked for
+
+    return VLLMGenerator(cfg, model, tokenizer, runtime)

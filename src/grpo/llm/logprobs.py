@@ -29,13 +29,25 @@ def _forward_params(cls: type) -> frozenset[str]:
     return frozenset(inspect.signature(cls.forward).parameters)
 
 
+def inner_model(model: Any) -> Any:
+    """The Hugging Face model inside DDP/FSDP/DeepSpeed wrappers and peft models, whose forward
+    signature says which arguments it takes (wrappers take ``**kwargs`` and pass them on)."""
+    while True:
+        if hasattr(model, "get_base_model"):  # peft (and the adapters-off reference)
+            model = model.get_base_model()
+        elif isinstance(getattr(model, "module", None), torch.nn.Module):  # DDP, FSDP1, DeepSpeed engine
+            model = model.module
+        else:
+            return model
+
+
 def _accepts_logits_to_keep(model: Any) -> bool:
-    return "logits_to_keep" in _forward_params(type(model))
+    return "logits_to_keep" in _forward_params(type(inner_model(model)))
 
 
 def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
     """The KV-cache argument under its name: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
-    return {"cache" if "cache" in _forward_params(type(model)) else "past_key_values": cache}
+    return {"cache" if "cache" in _forward_params(type(inner_model(model))) else "past_key_values": cache}
 
 
 def cache_of(out: Any) -> Any:
@@ -97,7 +109,10 @@ def completion_logprobs(
     G identical prompts, each prompt is encoded once and its KV cache shared by the group.
     """
     C = completion_ids.shape[1]
-    if shares_prompts(prompt_ids, prompt_mask, group_size) and _accepts_logits_to_keep(model):
+    from grpo.llm.recompute import recomputes
+
+    # Gradient checkpointing drops the KV cache inside the layers: then one plain pass per sequence.
+    if shares_prompts(prompt_ids, prompt_mask, group_size) and _accepts_logits_to_keep(model) and not recomputes(model):
         logits = _shared_prompt_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, group_size)
     else:
         ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [N, P + C]

@@ -8,12 +8,15 @@ from typing import Any, Callable
 
 import torch
 
+from grpo.llm.adapters import AdapterOffReference, check_adapter_options, load_policy, save_merged
 from grpo.llm.algos import build_trainer
 from grpo.llm.checkpoint import load_trainer_state, prepare_run_dir, save_checkpoint, save_model
 from grpo.llm.config import GRPOConfig
+from grpo.llm.distributed import Runtime, make_runtime
 from grpo.llm.data import default_rewards, load_rows
 from grpo.llm.evaluation import greedy_accuracy
-from grpo.llm.models import frozen_copy, load_model, load_tokenizer, pick_device
+from grpo.llm.models import frozen_copy, load_model, load_tokenizer
+from grpo.llm.recompute import enable_gradient_checkpointing
 from grpo.llm.rewards import RewardSet, SequenceClassifierReward
 from grpo.llm.runlog import RunLog
 from grpo.llm.trainer import sample_records
@@ -39,46 +42,98 @@ def model_path(cfg: GRPOConfig, log: Callable[[str], None] = print) -> str:
     return str(tiny_model_path(log=log))
 
 
+def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = print) -> None:
+    """Refuse the scale-out options this algorithm or strategy cannot honour, saying what to change."""
+    check_adapter_options(cfg)
+    if getattr(cfg, "algo", "grpo") == "ppo":
+        given = {"several processes": rt.world_size > 1, "--adapter": bool(cfg.adapter),
+                 "--gradient-checkpointing": cfg.gradient_checkpointing,
+                 "--mixed-precision fp16": cfg.mixed_precision == "fp16", "--generation vllm": cfg.generation == "vllm"}
+        if any(given.values()):
+            raise ValueError(f"--algo ppo does not support {', '.join(k for k, on in given.items() if on)} yet "
+                             "(GRPO does); see docs/scale-out.md")
+    if rt.world_size > 1 and cfg.dynamic_sampling:
+        raise ValueError("dynamic_sampling runs in one process for now (resampling rounds would differ per process)")
+    if getattr(rt, "deepspeed", False) and cfg.micro_batch:
+        raise ValueError("DeepSpeed runs one backward per step here: leave micro_batch unset "
+                         "(use --gradient-checkpointing or ZeRO offload to save memory)")
+    if rt.collective_forward or getattr(rt, "deepspeed", False):
+        if cfg.save_every or cfg.resume:
+            raise ValueError("checkpoints and --resume under FSDP/DeepSpeed are not supported yet (the final model is "
+                             "saved); use DDP for resumable runs")
+    if rt.collective_forward and cfg.generation == "cached":
+        # Forward passes are collective: ranks must step together (transformers' synced generation).
+        log("FSDP/ZeRO-3: sampling with --generation hf (synchronised across processes)")
+        cfg.generation = "hf"
+
+
+class _NoLog:
+    """RunLog of the processes that are not the main one: they write nothing."""
+
+    def log(self, *args: Any) -> None: ...
+    def log_samples(self, *args: Any) -> None: ...
+    def close(self) -> None: ...
+
+
 def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run GRPO (PPO for a PPOConfig) as ``cfg`` says; returns (and writes to ``summary.json``) accuracy before/after and timings."""
+    """Run GRPO (PPO for a PPOConfig) as ``cfg`` says; returns (and writes to ``summary.json``) accuracy
+    before/after and timings. Under a multi-process launch every process trains its share; only the main
+    one logs, writes files and returns the summary (the others return {})."""
     out = Path(cfg.out)
-    resume_from = prepare_run_dir(out, cfg.resume, cfg.overwrite)
+    rt = make_runtime(cfg.device, cfg.mixed_precision)
+    log = log if rt.is_main else (lambda *_: None)
+    check_scale_out(cfg, rt, log)
+    with rt.main_first():  # the main process checks (and with --overwrite clears) the folder first
+        resume_from = prepare_run_dir(out, cfg.resume, cfg.overwrite)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
-    path = model_path(cfg, log)
+    device = rt.device
+    with rt.main_first():  # the tiny model is built and cached once
+        path = model_path(cfg, log)
     tok = load_tokenizer(path)
     rows = load_rows(cfg.task, cfg.split, cfg.prompt_column)
     eval_rows = load_rows(cfg.task, cfg.eval_split, cfg.prompt_column, cfg.eval_limit) if cfg.eval_split else None
     rewards = build_rewards(cfg, device)
-    policy = load_model(str(resume_from or path), cfg.dtype, device)
+    policy = load_policy(cfg, path, resume_from, device)  # with its adapter when --adapter
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(policy)
     ref = None
-    if cfg.beta > 0:  # beta = 0 loads no reference model
+    if cfg.beta > 0 and cfg.adapter:  # the base with adapters off: no second copy of the weights
+        ref = AdapterOffReference(policy)
+    elif cfg.beta > 0:  # beta = 0 loads no reference model
         saved_ref = resume_from / "reference" if resume_from else None
         ref = frozen_copy(load_model(str(saved_ref), cfg.dtype, device)) if saved_ref and saved_ref.exists() else (
             frozen_copy(load_model(path, cfg.dtype, device)) if resume_from else frozen_copy(policy))
-    trainer = build_trainer(cfg, policy, tok, rows, rewards, ref, resume_from)  # GRPO, or PPO for a PPOConfig
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    policy, opt = rt.prepare(policy, opt)  # DDP/FSDP/DeepSpeed wrappers (identity in one process)
+    # GRPO, or PPO for a PPOConfig (which builds its own optimizer and runs in one process)
+    trainer = build_trainer(cfg, policy, tok, rows, rewards, ref, resume_from, opt, rt)
     state = load_trainer_state(resume_from, trainer.opt) if resume_from else {}
     start = int(state.get("step", 0))
     check = rewards.fns.get(rewards.accuracy_name) if rewards.accuracy_name else None
 
     def evaluate() -> float | None:
-        if eval_rows is None or check is None:
+        # The main process only, unless forward passes are collective (FSDP): then all, on the same rows.
+        if eval_rows is None or check is None or not (rt.is_main or rt.collective_forward):
             return None
-        return greedy_accuracy(policy, tok, eval_rows, cfg.max_new_tokens, check)
+        with rt.autocast():
+            return greedy_accuracy(rt.unwrap(policy), tok, eval_rows, cfg.max_new_tokens, check)
 
     before = state.get("accuracy_before") if resume_from else evaluate()
     if before is not None:
         log(f"greedy accuracy before: {before:.1%} ({len(eval_rows)} {cfg.eval_split} prompts)")
-    write_json(out / "run_config.json", {**to_dict(cfg), "model_path": path})
-    runlog = RunLog(out, cfg.tensorboard, start)
+    if rt.is_main:
+        write_json(out / "run_config.json", {**to_dict(cfg), "model_path": path, "world_size": rt.world_size})
+    runlog = RunLog(out, cfg.tensorboard, start) if rt.is_main else _NoLog()
     keep_ref = ref if cfg.ref_reset_every else None
     t_train = time.perf_counter()
-    bar = _progress(range(start, cfg.steps), cfg.progress)
+    bar = _progress(range(start, cfg.steps), cfg.progress and rt.is_main)  # one bar, one log
     try:
         for step in bar:
-            metrics, groups = trainer.step(step)
+            with rt.autocast():
+                metrics, groups = trainer.step(step)
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
                 metrics["eval/greedy_accuracy"] = evaluate() or float("nan")
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
@@ -87,19 +142,29 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
                 runlog.log_samples(sample_records(groups, step, cfg.log_samples))
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(reward=f"{metrics['reward/total/mean']:.3f}", kl=f"{metrics.get('kl/ref', 0):.4f}")
-            if cfg.save_every and (step + 1) % cfg.save_every == 0:
-                save_checkpoint(out, step + 1, policy, tok, trainer.opt, {"accuracy_before": before}, keep_ref,
-                                cfg.keep_checkpoints, trainer.checkpoint_modules())
+            if cfg.save_every and (step + 1) % cfg.save_every == 0 and rt.is_main:
+                save_checkpoint(out, step + 1, rt.savable(policy), tok, trainer.opt, {"accuracy_before": before},
+                                keep_ref, cfg.keep_checkpoints, trainer.checkpoint_modules())
     finally:
         runlog.close()
     train_s = time.perf_counter() - t_train
-    save_model(out / "final", policy, tok)
+    final = rt.savable(policy)  # collective under FSDP/DeepSpeed (gathers the full weights)
+    in_sync = rt.replicas_in_sync(policy)  # collective: every process's parameters compared
+    peak = float(rt.max(peak_rss_mb()))
+    if rt.is_main:
+        save_model(out / "final", final, tok)  # an adapter run saves the adapter (peft folder)
+        if cfg.save_merged:
+            save_merged(out / "final-merged", rt.unwrap(policy), tok)
     after = evaluate()
     if after is not None:
         log(f"greedy accuracy after {cfg.steps} steps: {after:.1%}")
+    if not rt.is_main:
+        return {}
     summary = {"model": path, "steps": cfg.steps, "accuracy_before": before, "accuracy_after": after,
                "train_seconds": round(train_s, 2), "seconds_per_step": round(train_s / max(cfg.steps - start, 1), 4),
-               "peak_rss_mb": round(peak_rss_mb(), 1), "final_model": str(out / "final")}
+               "peak_rss_mb": round(peak, 1), "final_model": str(out / "final"), "world_size": rt.world_size,
+               "replicas_in_sync": in_sync,
+               "trainable_parameters": sum(p.numel() for p in policy.parameters() if p.requires_grad)}
     write_json(out / "summary.json", summary)
     return summary
 

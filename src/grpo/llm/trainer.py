@@ -35,11 +35,13 @@ from torch import Tensor
 from grpo.core import Registry, aggregate, group_advantages, grpo_loss, masked_mean, process_advantages
 from grpo.llm.config import GRPOConfig
 from grpo.llm.data import Row, batch_indices, columns_of
-from grpo.llm.generation import Rollout, encode_prompts, generate
+from grpo.llm.distributed import Runtime
+from grpo.llm.generation import GENERATOR_BUILDERS, Rollout, encode_prompts
 from grpo.llm.logprobs import completion_logprobs
 from grpo.llm.models import context_length, prompt_texts
 from grpo.llm.rewards import RewardSet
 from grpo.llm.rewards.base import ScoredBatch, StepRewards
+from grpo.llm.seeding import prompt_keys
 from grpo.utils.optim import GuardedStep
 
 # Share of a micro-batch in the full batch's loss normaliser, per aggregation, so that gradient
@@ -96,12 +98,20 @@ def step_token_ends(tokenizer: Any, completion_ids: Tensor, steps: list[StepRewa
 
 
 class GRPOTrainer:
-    """Owns the policy, the frozen reference (None when beta = 0) and the optimizer."""
+    """Owns the policy, the frozen reference (None when beta = 0) and the optimizer.
+
+    ``runtime`` says where the run executes (:mod:`grpo.llm.distributed`): one process by default;
+    under accelerate, ``policy`` and ``optimizer`` are the prepared (wrapped) ones and this process
+    handles its share of each step's prompts.
+    """
 
     def __init__(self, cfg: GRPOConfig, policy: Any, tokenizer: Any, rows: list[Row], rewards: RewardSet,
-                 ref: Any | None = None, optimizer: torch.optim.Optimizer | None = None):
+                 ref: Any | None = None, optimizer: torch.optim.Optimizer | None = None,
+                 runtime: Runtime | None = None):
         self.cfg, self.policy, self.tok, self.rows, self.rewards, self.ref = cfg, policy, tokenizer, rows, rewards, ref
         self.device = next(policy.parameters()).device
+        self.rt = runtime or Runtime(self.device)
+        self.generate_fn = GENERATOR_BUILDERS.get(cfg.generation)(cfg, self.rt.unwrap(policy), tokenizer, self.rt)
         self.policy.eval()  # dropout off: see the module docstring
         self.opt = optimizer or torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         # Non-finite losses or gradients skip the step; nonfinite_limit in a row stop the run.
@@ -114,14 +124,17 @@ class GRPOTrainer:
         return {}
 
     # ------------------------------------------------------------------ 1. generate and score
-    def sample_groups(self, rows: list[Row]) -> Groups:
+    def sample_groups(self, rows: list[Row], keys: Tensor | None = None) -> Groups:
+        """G completions for each row, scored. ``keys`` [B]: sampling keys of the prompts
+        (:mod:`grpo.llm.seeding`), so that a prompt's samples do not depend on its batch-mates."""
         cfg, G = self.cfg, self.cfg.group_size
         texts = prompt_texts(self.tok, [r["prompt"] for r in rows])
-        ids, mask = encode_prompts(self.tok, texts, self.device, context_length(self.policy), cfg.max_new_tokens)
-        t0 = time.perf_counter()
-        roll = generate(self.policy, self.tok, ids, mask, G, cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k,
-                        engine=cfg.generation)
-        gen_seconds = time.perf_counter() - t0
+        with self.rt.generation(self.policy) as model:
+            ids, mask = encode_prompts(self.tok, texts, self.device, context_length(model), cfg.max_new_tokens)
+            t0 = time.perf_counter()
+            roll = self.generate_fn(model, self.tok, ids, mask, G, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
+                                    cfg.top_k, False, keys)
+            gen_seconds = time.perf_counter() - t0
         scored = self.rewards([t for t in texts for _ in range(G)], roll.completions,
                               completion_lengths=roll.lengths.tolist(), max_new_tokens=cfg.max_new_tokens,
                               **columns_of(rows, G))
@@ -132,15 +145,19 @@ class GRPOTrainer:
         """Prompts of this step and their groups; with dynamic sampling, all-equal groups are
         dropped and more prompts sampled (at most ``max_resample`` extra rounds)."""
         cfg, G = self.cfg, self.cfg.group_size
-        rows = [self.rows[i] for i in batch_indices(len(self.rows), step, cfg.prompts_per_step, cfg.seed)]
-        first = self.sample_groups(rows)
+        share = self.rt.shard(cfg.prompts_per_step)  # this process's prompts of the step, whole groups
+        order = batch_indices(len(self.rows), step, cfg.prompts_per_step, cfg.seed)[share]
+        # Sampling keyed by each prompt's place in the step's global batch: same samples on any rank.
+        first = self.sample_groups([self.rows[i] for i in order],
+                                   prompt_keys(cfg.seed, step, 0, list(range(share.start, share.stop))))
         if not cfg.dynamic_sampling:
             return first
         kept, groups, gen_seconds = [], first, 0.0
         rng = random.Random(cfg.seed * 7919 + step)
         for round_ in range(cfg.max_resample + 1):
             if round_:
-                groups = self.sample_groups(rng.sample(self.rows, min(cfg.prompts_per_step, len(self.rows))))
+                pool = rng.sample(self.rows, min(cfg.prompts_per_step, len(self.rows)))
+                groups = self.sample_groups(pool, prompt_keys(cfg.seed, step, round_, list(range(len(pool)))))
             gen_seconds += groups.gen_seconds
             varied = (groups.scored.total.view(-1, G).std(1) >= 1e-6).nonzero().flatten()  # [b]
             if len(varied):
@@ -169,7 +186,10 @@ class GRPOTrainer:
         """[N, C]: outcome advantages on every token, plus process advantages if any."""
         G, roll = self.cfg.group_size, g.rollout
         N, C = roll.completion_ids.shape
-        adv = group_advantages(g.scored.total.view(-1, G), self.cfg.reward_scale)  # [B, G]
+        B = len(g.rows)
+        # Over the global batch (batch std needs every process's rewards); this process's groups kept.
+        scores = self.rt.cat(g.scored.total.view(-1, G))  # [B_global, G]
+        adv = group_advantages(scores, self.cfg.reward_scale)[self.rt.rank * B:(self.rt.rank + 1) * B]  # [B, G]
         adv = adv.reshape(N, 1).expand(N, C).to(self.device)  # [N, C]
         if g.scored.steps is not None:
             r, ends, mask = step_token_ends(self.tok, roll.completion_ids.cpu(), g.scored.steps, G)  # [B, G, S]
@@ -194,35 +214,50 @@ class GRPOTrainer:
 
     def update(self, roll: Rollout, adv: Tensor, loss_mask: Tensor) -> dict[str, float]:
         """mu optimizer steps on one generation batch; returns the metrics of the last one."""
-        cfg = self.cfg
+        cfg, rt = self.cfg, self.rt
         old_logp = self._no_grad_logprobs(self.policy, roll) if cfg.mu > 1 else None  # [N, C]
         ref_logp = self._no_grad_logprobs(self.ref, roll) if self.ref is not None else None  # [N, C]
-        total = self.share(loss_mask)
+        # The global batch's normaliser. DDP/FSDP/DeepSpeed average gradients over processes, so each
+        # process's loss is scaled by the world size: the sum is exactly the full batch's gradient.
+        total = float(rt.sum(self.share(loss_mask)))
         constant = cfg.loss_constant or float(cfg.max_new_tokens)  # Dr. GRPO's normaliser per sequence
         metrics: dict[str, float] = {}
+        mbs = self._micro_batches(len(roll.completions))
         for it in range(cfg.mu):
             self.opt.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
             bad = False
-            for mb in self._micro_batches(len(roll.completions)):
-                mask = loss_mask[mb]
-                w = self.share(mask) / max(total, 1.0)
-                logp, ent = self._logprobs(self.policy, roll, mb, with_entropy=True, entropy_grad=cfg.entropy_coef > 0)
-                old = old_logp[mb] if old_logp is not None else logp.detach()
-                loss, m = grpo_loss(logp, old, adv[mb], mask, None if ref_logp is None else ref_logp[mb], cfg.beta,
-                                    cfg.eps_low, cfg.eps_high, cfg.ratio_level, cfg.aggregation, cfg.kl_estimator,
-                                    constant)
-                m["policy/entropy"] = masked_mean(ent.detach(), mask)
-                if cfg.entropy_coef > 0:
-                    loss = loss - cfg.entropy_coef * aggregate(ent, mask, cfg.aggregation, constant)
-                finite = bool(torch.isfinite(loss))
-                bad = bad or not finite
-                if w > 0 and finite:
-                    (loss * w).backward()
+            for i, mb in enumerate(mbs):
+                last = i == len(mbs) - 1
+                with rt.accumulating(self.policy, last):  # gradients are all-reduced on the last only
+                    mask = loss_mask[mb]
+                    w = self.share(mask) / max(total, 1.0)
+                    logp, ent = self._logprobs(self.policy, roll, mb, with_entropy=True,
+                                               entropy_grad=cfg.entropy_coef > 0)
+                    old = old_logp[mb] if old_logp is not None else logp.detach()
+                    loss, m = grpo_loss(logp, old, adv[mb], mask, None if ref_logp is None else ref_logp[mb], cfg.beta,
+                                        cfg.eps_low, cfg.eps_high, cfg.ratio_level, cfg.aggregation, cfg.kl_estimator,
+                                        constant)
+                    m["policy/entropy"] = masked_mean(ent.detach(), mask)
+                    if cfg.entropy_coef > 0:
+                        loss = loss - cfg.entropy_coef * aggregate(ent, mask, cfg.aggregation, constant)
+                    finite = bool(torch.isfinite(loss))
+                    bad = bad or not finite
+                    # Every process joins the all-reduce of its last micro-batch, even with nothing to add.
+                    if (w > 0 and finite) or (last and rt.world_size > 1):
+                        rt.backward(loss * (w * rt.world_size))
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + w * float(v)
+            bad = bool(rt.max(float(bad)))  # one process's non-finite loss makes every process skip
+            rt.unscale(self.opt)
             norm = self.guard.finish(bad)
+            rt.after_step(stepped=self.guard.skipped_in_a_row == 0)
             metrics = {**sums, "policy/grad_norm": float(norm), "train/skipped_updates": float(self.guard.skipped_total)}
+        names = sorted(sums)  # per-process shares of the global weighted means: their sum is the mean
+        metrics.update(zip(names, rt.sum(torch.tensor([sums[n] for n in names], dtype=torch.float64)).tolist()))
+        push = getattr(self.generate_fn, "push_weights", None)  # e.g. vLLM's copy of the policy
+        if push is not None:
+            push(rt.unwrap(self.policy))
         return metrics
 
     # ------------------------------------------------------------------ one step
@@ -242,33 +277,38 @@ class GRPOTrainer:
                 loss_mask = loss_mask * keep.to(loss_mask)[:, None]
             metrics = self.update(roll, adv, loss_mask)
         if cfg.ref_reset_every and self.ref is not None and (step + 1) % cfg.ref_reset_every == 0:
-            self.ref.load_state_dict(self.policy.state_dict())
+            self.ref.load_state_dict(self.rt.unwrap(self.policy).state_dict())
         step_s = time.perf_counter() - t0
         metrics.update(self.batch_metrics(g, step_s))
         return metrics, g
 
     def batch_metrics(self, g: Groups, step_s: float) -> dict[str, float]:
-        s, roll = g.scored, g.rollout
+        """Metrics of the global batch: every process's samples are gathered (identities in one process)."""
+        s, roll, rt = g.scored, g.rollout, self.rt
+        per_fn, totals, lengths, truncated = rt.cat(s.per_fn), rt.cat(s.total), rt.cat(roll.lengths).float(), \
+            rt.cat(roll.truncated)
+        accuracy = None if s.accuracy is None else rt.cat(s.accuracy)
+        gen_s, step_s = float(rt.max(g.gen_seconds)), float(rt.max(step_s))  # wall time: the slowest process
         out: dict[str, float] = {}
         for k, name in enumerate(s.names):
-            col = s.per_fn[:, k]
+            col = per_fn[:, k]
             col = col[~torch.isnan(col)]
             out[f"reward/{name}/mean"] = float(col.mean()) if len(col) else float("nan")
             out[f"reward/{name}/std"] = float(col.std()) if len(col) > 1 else 0.0
-        out["reward/total/mean"] = float(s.total.mean()) if len(s.total) else float("nan")
-        if s.accuracy is not None and len(s.accuracy):
-            out["train/accuracy"] = float(s.accuracy.mean())
-        lengths = roll.lengths.float()
+        out["reward/total/mean"] = float(totals.mean()) if len(totals) else float("nan")
+        if accuracy is not None and len(accuracy):
+            out["train/accuracy"] = float(accuracy.mean())
         tokens = float(lengths.sum())
         out.update({
             "completions/mean_length": float(lengths.mean()) if len(lengths) else 0.0,
             "completions/max_length": float(lengths.max()) if len(lengths) else 0.0,
-            "completions/truncated_frac": float(roll.truncated.float().mean()) if len(lengths) else 0.0,
-            "groups/zero_std_frac": g.zero_std_frac,
-            "groups/used": float(len(g.rows)),
+            "completions/truncated_frac": float(truncated.float().mean()) if len(lengths) else 0.0,
+            # every process samples the same number of first-round groups: the mean of the shares is the share
+            "groups/zero_std_frac": float(rt.sum(g.zero_std_frac)) / rt.world_size,
+            "groups/used": float(rt.sum(len(g.rows))),
             "time/step_s": step_s,
-            "time/generation_frac": g.gen_seconds / step_s,
-            "time/tokens_per_s": tokens / max(g.gen_seconds, 1e-9),
+            "time/generation_frac": gen_s / step_s,
+            "time/tokens_per_s": tokens / max(gen_s, 1e-9),
         })
         return out
 

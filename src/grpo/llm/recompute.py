@@ -1,0 +1,49 @@
+"""Gradient checkpointing (activation recomputation) with dropout still off.
+
+transformers checkpoints a decoder layer only when that layer is in training mode, but the trainer
+keeps the policy in eval mode (dropout off, so the ratio is exactly 1 at mu = 1). So each
+checkpointed layer is switched to training mode on its own, only while gradients are recorded;
+its submodules (attention, MLP, their dropout) stay in eval mode. Under checkpointing the layers
+drop the KV cache, so log-probs with gradients use one plain forward pass per sequence instead of
+sharing each prompt's encoding (:func:`grpo.llm.logprobs.completion_logprobs` checks
+:func:`recomputes`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def _train_flag_while_grad(module: torch.nn.Module, args: Any) -> None:
+    module.training = torch.is_grad_enabled()
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Recompute each decoder layer's activations in the backward pass (non-reentrant checkpoints)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from grpo.llm.logprobs import inner_model
+
+    inner = inner_model(model)
+    if not getattr(inner, "supports_gradient_checkpointing", False):
+        raise ValueError(f"{type(inner).__name__} does not support gradient checkpointing")
+    inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    layers = [m for m in inner.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise ValueError(f"{type(inner).__name__} has no checkpointable layers")
+    for layer in layers:
+        layer.register_forward_pre_hook(_train_flag_while_grad)
+
+
+def recomputes(model: Any) -> bool:
+    """True when ``model`` checkpoints activations in the current (grad-enabled) forward pass."""
+    from grpo.llm.logprobs import inner_model
+
+    if not torch.is_grad_enabled():
+        return False
+    inner = inner_model(model)
+    name = "is_activation_checkpointing" if hasattr(type(inner), "is_activation_checkpointing") \
+        else "is_gradient_checkpointing"  # transformers < 5.x
+    return bool(getattr(inner, name, False))

@@ -1,0 +1,191 @@
+"""Scale-out: several processes give the one-process result.
+
+- the real thing: ``grpo llm train --num-processes 2`` (accelerate launch, DDP over gloo on CPU)
+  against the same run in one process;
+- every aggregation mode, with two ranks as threads of this process (collectives through a barrier,
+  gradients averaged as DDP does), cheap enough to cover the options;
+- sampling keyed per prompt does not depend on the prompt's batch-mates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from grpo.llm.config import GRPOConfig
+from grpo.llm.distributed import Runtime, launch_command
+from grpo.llm.generation import encode_prompts, generate
+from grpo.llm.rewards import RewardSet
+from grpo.llm.run import check_scale_out, train
+from grpo.llm.seeding import prompt_keys, sample_from, uniforms
+from grpo.llm.trainer import GRPOTrainer
+from grpo.utils.io import read_jsonl
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_seeded_sampling_does_not_depend_on_batch_mates(random_tiny):
+    model, tok = random_tiny
+    texts = ["12+34=", "9+9=", "50+50=", "1+2="]
+    keys = prompt_keys(7, 3, 0, [0, 1, 2, 3])
+
+    def sample(idx: list[int]) -> list[str]:
+        ids, mask = encode_prompts(tok, [texts[i] for i in idx], torch.device("cpu"), None, 6)
+        return generate(model, tok, ids, mask, 4, 6, seeds=keys[idx]).completions
+
+    together = sample([0, 1, 2, 3])
+    assert sample([0, 1]) + sample([2, 3]) == together  # as if on two ranks
+    assert sample([2]) == together[8:12]
+    other = prompt_keys(8, 3, 0, [0, 1, 2, 3])  # another run seed: other samples
+    ids, mask = encode_prompts(tok, texts, torch.device("cpu"), None, 6)
+    assert generate(model, tok, ids, mask, 4, 6, seeds=other).completions != together
+
+
+def test_keyed_uniforms_sample_the_distribution():
+    keys = prompt_keys(0, 0, 0, list(range(20_000)))
+    probs = torch.tensor([[0.1, 0.0, 0.6, 0.3]]).expand(len(keys), 4)
+    freq = torch.bincount(sample_from(probs, uniforms(keys, 5)), minlength=4).float() / len(keys)
+    assert freq[1] == 0 and torch.allclose(freq, probs[0], atol=0.015)
+
+
+def test_shard_keeps_whole_prompts_and_says_what_to_change():
+    rt = Runtime(torch.device("cpu"))
+    rt.world_size, rt.rank = 2, 1
+    assert rt.shard(8) == slice(4, 8)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        rt.shard(5)
+
+
+def test_unsupported_combinations_are_refused():
+    rt = Runtime(torch.device("cpu"))
+    rt.world_size = 2
+    with pytest.raises(ValueError, match="one process"):
+        check_scale_out(GRPOConfig(dynamic_sampling=True), rt)
+    from grpo.llm.ppo_config import PPOConfig
+
+    with pytest.raises(ValueError, match="several processes"):
+        check_scale_out(PPOConfig(), rt)
+    with pytest.raises(ValueError, match="--adapter"):
+        check_scale_out(PPOConfig(adapter="lora"), Runtime(torch.device("cpu")))
+
+
+def test_launch_command_is_accelerate_launch_of_grpo():
+    cmd = launch_command(4, None, "no", ["llm", "train", "--config", "c.yaml"])
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"] and "--multi_gpu" in cmd
+    assert cmd[cmd.index("--num_processes") + 1] == "4" and cmd[-5:] == ["grpo", "llm", "train", "--config", "c.yaml"]
+    with_file = launch_command(8, "examples/accelerate/fsdp.yaml", "bf16", ["llm", "train"])
+    assert with_file[with_file.index("--config_file") + 1] == "examples/accelerate/fsdp.yaml"
+    assert "--multi_gpu" not in with_file
+
+
+class ThreadRank(Runtime):
+    """Rank ``rank`` of ``world`` ranks run as threads: collectives through a barrier, gradients
+    averaged before clipping as DDP's all-reduce does."""
+
+    def __init__(self, rank: int, world: int, shared: dict):
+        super().__init__(torch.device("cpu"))
+        self.rank, self.world_size, self.is_main, self.shared = rank, world, rank == 0, shared
+
+    def _exchange(self, value):
+        slots, barrier = self.shared["slots"], self.shared["barrier"]
+        slots[self.rank] = value
+        barrier.wait()
+        everyone = list(slots)
+        barrier.wait()
+        return everyone
+
+    def sum(self, x):
+        return sum(torch.as_tensor(v, dtype=torch.float64) for v in self._exchange(torch.as_tensor(x, dtype=torch.float64)))
+
+    def max(self, x):
+        return torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in self._exchange(x)]).max()
+
+    def cat(self, x):
+        return torch.cat(self._exchange(x))
+
+    def unscale(self, optimizer):
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grads = self._exchange([torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params])
+        for i, p in enumerate(params):
+            p.grad = sum(g[i] for g in grads) / self.world_size
+
+
+def _trainer(cfg, tiny_path, runtime=None):
+    from grpo.llm.data import load_rows
+    from grpo.llm.models import frozen_copy, load_model, load_tokenizer
+
+    policy, tok = load_model(str(tiny_path)), load_tokenizer(str(tiny_path))
+    return GRPOTrainer(cfg, policy, tok, load_rows("addition"), RewardSet.from_specs(["exact", "digits:0.5"]),
+                       frozen_copy(policy), runtime=runtime)
+
+
+@pytest.mark.parametrize("aggregation,reward_scale", [("sequence-mean", "group"), ("token-mean", "batch"),
+                                                      ("constant", "none")])
+def test_two_ranks_give_the_one_process_update(tiny_path, aggregation, reward_scale):
+    cfg = GRPOConfig(model=str(tiny_path), prompts_per_step=4, group_size=4, micro_batch=3, mu=2, max_new_tokens=4,
+                     aggregation=aggregation, reward_scale=reward_scale, entropy_coef=0.01, seed=3)
+    one = _trainer(cfg, tiny_path)
+    for step in range(2):
+        one.step(step)
+    shared = {"slots": [None, None], "barrier": threading.Barrier(2)}
+    ranks = [_trainer(cfg, tiny_path, ThreadRank(r, 2, shared)) for r in range(2)]
+    errors: list[BaseException] = []
+
+    def run(t):
+        try:
+            for step in range(2):
+                t.step(step)
+        except BaseException as err:  # surfaced below; a dead rank would leave the other at the barrier
+            errors.append(err)
+            shared["barrier"].abort()
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in ranks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    for p1, p0, p in zip(ranks[1].policy.parameters(), ranks[0].policy.parameters(), one.policy.parameters()):
+        assert torch.equal(p0, p1)  # replicas identical
+        torch.testing.assert_close(p0, p, atol=2e-6, rtol=1e-4)  # = the one-process run
+
+
+def test_two_gloo_processes_equal_one_process(tiny_path, tmp_path):
+    """accelerate launch, DDP over gloo: parameters identical on both ranks (checked by the run itself,
+    ``replicas_in_sync``) and equal to one process with the same global batch and seed; one progress
+    bar, one log, one writer."""
+    opts = {"model": str(tiny_path), "steps": 3, "prompts_per_step": 4, "group_size": 4, "micro_batch": 4,
+            "mu": 2, "max_new_tokens": 4, "aggregation": "token-mean", "reward_scale": "batch",
+            "eval_split": None, "tensorboard": False, "threads": 1, "device": "cpu", "seed": 5}
+    one = train(GRPOConfig(**opts, out=str(tmp_path / "one"), progress=False), log=lambda *_: None)
+
+    flags = [f"--{k.replace('_', '-')}={'none' if v is None else v}" for k, v in opts.items()]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "grpo", "llm", "train", "--num-processes", "2",
+                           "--out", str(tmp_path / "two"), *flags], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["replicas_in_sync"] is True
+    a = load_file(tmp_path / "one" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "two" / "final" / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=2e-6, rtol=1e-4)
+    # one writer, one log, one bar
+    m1, m2 = read_jsonl(tmp_path / "one" / "metrics.jsonl"), read_jsonl(tmp_path / "two" / "metrics.jsonl")
+    assert [m["step"] for m in m2] == [0, 1, 2]
+    for x, y in zip(m1, m2):  # metrics reduced over ranks = the one-process metrics
+        for key in ("reward/total/mean", "reward/exact/std", "train/accuracy", "completions/mean_length",
+                    "kl/ref", "groups/used", "loss/policy"):
+            assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-6), key
+    assert proc.stdout.count("run folder:") == 1
+    assert proc.stderr.count("0/3 [00:00<?, ?step/s]") == 1  # the bar is created once
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
