@@ -20,6 +20,10 @@ def _train_flag_while_grad(module: torch.nn.Module, args: Any) -> None:
     module.training = torch.is_grad_enabled()
 
 
+def _eval_flag_after(module: torch.nn.Module, args: Any, output: Any) -> None:
+    module.training = False  # the backward's recomputation calls forward directly, not through this flag
+
+
 def enable_gradient_checkpointing(model: Any) -> None:
     """Recompute each decoder layer's activations in the backward pass (non-reentrant checkpoints)."""
     from transformers.modeling_layers import GradientCheckpointingLayer
@@ -29,12 +33,17 @@ def enable_gradient_checkpointing(model: Any) -> None:
     inner = inner_model(model)
     if not getattr(inner, "supports_gradient_checkpointing", False):
         raise ValueError(f"{type(inner).__name__} does not support gradient checkpointing")
-    inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(inner, "activation_checkpointing_enable"):  # transformers >= 5.2x; the older name is deprecated
+        inner.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     layers = [m for m in inner.modules() if isinstance(m, GradientCheckpointingLayer)]
     if not layers:
         raise ValueError(f"{type(inner).__name__} has no checkpointable layers")
     for layer in layers:
         layer.register_forward_pre_hook(_train_flag_while_grad)
+        layer.register_forward_hook(_eval_flag_after)
 
 
 def recomputes(model: Any) -> bool:
