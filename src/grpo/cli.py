@@ -31,8 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from grpo.utils.config import parse_args_with_config
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:  # every command takes --config FILE.yaml; flags override it
+        args = parse_args_with_config(parser, argv)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"grpo: error: {err}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileExistsError, FileNotFoundError, GrpoError) as err:

@@ -7,7 +7,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from grpo.utils.config import add_dataclass_args, load_yaml
+from grpo.utils.config import add_config_option, add_dataclass_args, load_yaml
 
 ALGO_NAMES = ("grpo", "ppo", "naive-grpo")
 
@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--env", default=None, help="environment id (default: the one it was trained on)")
     ev.add_argument("--episodes", type=int, default=20, help="episodes (reset seeds --seed0 ..)")
     ev.add_argument("--seed0", type=int, default=10_000, help="first reset seed")
+    add_config_option(ev)
     ev.set_defaults(func=run_eval)
 
 

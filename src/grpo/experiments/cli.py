@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output folder (default: runs/compare-<time>)")
     p.add_argument("--resume", action="store_true", help="reuse the finished runs in --out, run the rest")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from grpo.utils.config import add_config_option
+
+    add_config_option(p)
     p.set_defaults(func=run_compare)
 
 

@@ -8,7 +8,7 @@ import argparse
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``llm`` command and its ``train``/``eval`` subcommands to the ``grpo`` parser."""
     from grpo.llm.ppo_config import LLM_ALGOS, PPOConfig
-    from grpo.utils.config import add_dataclass_args
+    from grpo.utils.config import add_config_option, add_dataclass_args
 
     llm = sub.add_parser("llm", help="GRPO and PPO for Hugging Face causal language models")
     llm_sub = llm.add_subparsers(dest="llm_command", required=True, metavar="SUBCOMMAND")
@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for pass@k")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    add_config_option(ev)
     ev.set_defaults(func=_eval)
 
 

@@ -104,3 +104,47 @@ def dataclass_from_args(cls: type[T], args: argparse.Namespace, **extra: Any) ->
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A JSON-safe dict of a config dataclass."""
     return dataclasses.asdict(cfg)
+
+
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE.yaml`` for a plain argparse command: the file's keys (its options' names, with
+    dashes or underscores) become the defaults, and flags given on the command line win. (Commands
+    built from a dataclass read ``--config`` with :func:`dataclass_from_args` instead.)"""
+    parser.add_argument("--config", default=None, metavar="FILE.yaml",
+                        help="YAML file of this command's options (names as the flags'); flags given here override it")
+    parser.set_defaults(_config_file_command=True)
+
+
+def _config_path(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _command_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The (sub)parser that handles ``argv``'s command, following subcommand names."""
+    for arg in argv:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if subs and arg in subs[0].choices:
+            parser = subs[0].choices[arg]
+    return parser
+
+
+def parse_args_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; for commands set up with :func:`add_config_option` and given ``--config``, the
+    YAML file's values are the defaults under the flags (its keys are checked against the options)."""
+    path = _config_path(argv)
+    command = _command_parser(parser, argv)
+    if path and command.get_default("_config_file_command"):
+        values = load_yaml(path)
+        actions = {a.dest: a for a in command._actions if a.dest not in ("help", "config", argparse.SUPPRESS)}
+        unknown = sorted(set(values) - set(actions))
+        if unknown:
+            raise ValueError(f"{path}: unknown option(s) {unknown}; known: {sorted(actions)}")
+        for name in values:
+            actions[name].required = False  # given by the file
+        command.set_defaults(**values)
+    return parser.parse_args(argv)
