@@ -147,3 +147,27 @@ def test_fp16_on_cpu_is_refused_with_what_to_use(tiny_path, tmp_path, capsys):
     assert main(["llm", "train", "--model", str(tiny_path), "--out", str(tmp_path / "s"),
                  "--mixed-precision", "bf16", "--dtype", "bfloat16", "--steps", "1"]) == 2
     assert "dtype float32" in capsys.readouterr().err
+
+
+def test_loss_scaling_skips_an_overflowing_step_and_lowers_the_scale(tiny_path):
+    """The fp16 sequence (scaled backward, unscale, clip, step or skip, update the scale), run on CPU
+    with a scale so large that the first step's gradients overflow."""
+    from grpo.llm.data import load_rows
+    from grpo.llm.distributed import Runtime
+    from grpo.llm.models import load_model, load_tokenizer
+    from grpo.llm.rewards import RewardSet
+    from grpo.llm.trainer import GRPOTrainer
+
+    rt = Runtime(torch.device("cpu"))
+    rt.scaler = torch.amp.GradScaler("cpu", init_scale=3e38, backoff_factor=1e-30)
+    cfg = GRPOConfig(model=str(tiny_path), prompts_per_step=4, group_size=4, max_new_tokens=4, beta=0.0, lr=1e-2)
+    policy = load_model(str(tiny_path))
+    trainer = GRPOTrainer(cfg, policy, load_tokenizer(str(tiny_path)), load_rows("addition"),
+                          RewardSet.from_specs(["exact", "digits"]), None, runtime=rt)
+    before = [p.detach().clone() for p in policy.parameters()]
+    m0, _ = trainer.step(0)
+    assert m0["train/skipped_updates"] == 1 and all(torch.equal(a, p) for a, p in zip(before, policy.parameters()))
+    assert rt.scaler.get_scale() < 1e10  # lowered after the overflow
+    m1, _ = trainer.step(1)
+    assert m1["train/skipped_updates"] == 1  # this one stepped
+    assert any(not torch.equal(a, p) for a, p in zip(before, policy.parameters()))

@@ -91,13 +91,15 @@ class Runtime:
 
     def unscale(self, optimizer: torch.optim.Optimizer) -> None:
         """fp16: divide the gradients by the loss scale before clipping."""
-        if self.scaler is not None:
+        self._unscaled = self.scaler is not None and any(
+            p.grad is not None for group in optimizer.param_groups for p in group["params"])
+        if self._unscaled:
             self.scaler.unscale_(optimizer)
 
     def after_step(self, stepped: bool) -> None:
         """fp16: let the loss scale grow, or shrink after a skipped (overflowing) step."""
-        if self.scaler is not None:
-            self.scaler.update()
+        if self.scaler is not None and getattr(self, "_unscaled", False):
+            self.scaler.update()  # reads the overflow check unscale_ recorded
 
     @contextmanager
     def generation(self, model: Any) -> Iterator[Any]:
