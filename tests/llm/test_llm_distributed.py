@@ -189,3 +189,15 @@ def test_two_gloo_processes_equal_one_process(tiny_path, tmp_path):
     assert proc.stdout.count("run folder:") == 1
     assert proc.stderr.count("0/3 [00:00<?, ?step/s]") == 1  # the bar is created once
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+def test_bad_options_fail_once_before_processes_start(tmp_path, capsys):
+    from grpo.cli import main
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text("")
+    assert main(["llm", "train", "--num-processes", "2", "--device", "cpu", "--out", str(tmp_path / "run")]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["llm", "train", "--num-processes", "2", "--device", "cpu", "--mixed-precision", "fp16",
+                 "--out", str(tmp_path / "new")]) == 2
+    assert "fp16 needs a CUDA device" in capsys.readouterr().err

@@ -42,9 +42,11 @@ def _train(args: argparse.Namespace) -> int:
     from grpo.llm.run import train
 
     from grpo.llm.distributed import launched, relaunch
+    from grpo.llm.run import preflight
 
     cfg = config_from_args(args)
     if cfg.num_processes > 1 and not launched():  # start the processes; each runs this command again
+        preflight(cfg)
         return relaunch(cfg, args.algo)
     summary = train(cfg)
     if summary:  # the main process (the others return {})

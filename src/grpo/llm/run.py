@@ -45,6 +45,10 @@ def model_path(cfg: GRPOConfig, log: Callable[[str], None] = print) -> str:
 def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = print) -> None:
     """Refuse the scale-out options this algorithm or strategy cannot honour, saying what to change."""
     check_adapter_options(cfg)
+    if cfg.generation == "vllm":
+        from grpo.llm.vllm_engine import import_vllm
+
+        import_vllm()  # not installed: say how, before loading anything
     if getattr(cfg, "algo", "grpo") == "ppo":
         given = {"several processes": rt.world_size > 1, "--adapter": bool(cfg.adapter),
                  "--gradient-checkpointing": cfg.gradient_checkpointing,
@@ -65,6 +69,22 @@ def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = p
         # Forward passes are collective: ranks must step together (transformers' synced generation).
         log("FSDP/ZeRO-3: sampling with --generation hf (synchronised across processes)")
         cfg.generation = "hf"
+
+
+def preflight(cfg: GRPOConfig) -> None:
+    """Checks that need no model, run before starting several processes, so that a bad option fails
+    once, in one line, instead of in every process."""
+    from grpo.llm.distributed import autocast_dtype
+    from grpo.llm.models import pick_device
+
+    autocast_dtype(cfg.mixed_precision, pick_device(cfg.device))
+    check_adapter_options(cfg)
+    if cfg.generation == "vllm":
+        from grpo.llm.vllm_engine import import_vllm
+
+        import_vllm()
+    if not (cfg.resume or cfg.overwrite):
+        prepare_run_dir(Path(cfg.out), False, False)  # only checks: raises if a run is already there
 
 
 class _NoLog:
