@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from grpo.experiments.table import EXTRA_THRESHOLDS, Curve, Row  # noqa: E402
+from grpo.experiments.table import Curve, Row  # noqa: E402
 
 FORMATS = ("png", "svg")
 
@@ -34,8 +34,21 @@ def _draw(ax, curve: Curve, x: list[float], color: str) -> None:
     ax.fill_between(x, curve.low, curve.high, color=color, alpha=0.18, lw=0)
 
 
-def plot_curves(curves: Sequence[Curve], stem: str | Path, thresholds: dict[str, float | None] | None = None,
-                title: str = "") -> list[Path]:
+def _y_limits(curves: Sequence[Curve], threshold: float | None) -> tuple[float, float]:
+    """Show the threshold, and cut curves that fall far below every first evaluation (a
+    diverging policy would otherwise squash the others into a line)."""
+    low = min(min(c.low) for c in curves)
+    high = max(max(c.high) for c in curves)
+    if threshold is not None:
+        low, high = min(low, threshold), max(high, threshold)
+    start = min(c.median[0] for c in curves)
+    floor = start - 0.5 * (high - start)
+    low = max(low, floor)
+    pad = 0.05 * (high - low or 1.0)
+    return low - pad, high + pad
+
+
+def plot_curves(curves: Sequence[Curve], stem: str | Path, title: str = "") -> list[Path]:
     """One row per env: evaluation return vs env steps (left) and vs train wall seconds (right).
 
     Lines are medians over seeds, bands span min to max; the dashed line is the solve threshold.
@@ -45,16 +58,16 @@ def plot_curves(curves: Sequence[Curve], stem: str | Path, thresholds: dict[str,
     colors = _colors([c.label for c in curves])
     fig, axes = plt.subplots(len(envs), 2, figsize=(11, 3.6 * len(envs)), squeeze=False)
     for (ax_steps, ax_wall), env in zip(axes, envs):
-        for c in (c for c in curves if c.env == env):
+        env_curves = [c for c in curves if c.env == env]
+        for c in env_curves:
             _draw(ax_steps, c, c.steps, colors[c.label])
             _draw(ax_wall, c, c.wall, colors[c.label])
-        threshold = (thresholds or {}).get(env, EXTRA_THRESHOLDS.get(env))
+        threshold = env_curves[0].threshold
+        ylim = _y_limits(env_curves, threshold)
         for ax in (ax_steps, ax_wall):
             if threshold is not None:
                 ax.axhline(threshold, color="grey", ls="--", lw=1)
-                low, high = ax.get_ylim()
-                pad = 0.05 * (high - low)
-                ax.set_ylim(min(low, threshold - pad), max(high, threshold + pad))
+            ax.set_ylim(*ylim)
             ax.set_ylabel(f"{env}\neval return (greedy, 20 ep.)")
             ax.grid(alpha=0.3)
         ax_steps.set_xlabel("env steps")
@@ -76,8 +89,12 @@ def plot_group_sweep(curves: Sequence[Curve], rows: Sequence[Row], stem: str | P
     colors = _colors([c.label for c in curves])
     fig, axes = plt.subplots(len(envs), 2, figsize=(11, 3.6 * len(envs)), squeeze=False)
     for (ax_curve, ax_bar), env in zip(axes, envs):
-        for c in (c for c in curves if c.env == env):
+        env_curves = [c for c in curves if c.env == env]
+        for c in env_curves:
             _draw(ax_curve, c, c.steps, colors[c.label])
+        if env_curves[0].threshold is not None:
+            ax_curve.axhline(env_curves[0].threshold, color="grey", ls="--", lw=1)
+        ax_curve.set_ylim(*_y_limits(env_curves, env_curves[0].threshold))
         ax_curve.set_xlabel("env steps")
         ax_curve.set_ylabel(f"{env}\neval return")
         ax_curve.grid(alpha=0.3)

@@ -148,6 +148,7 @@ class Curve:
     median: list[float]
     low: list[float]
     high: list[float]
+    threshold: float | None = None  # the solve threshold (threshold_of)
 
 
 def curve(runs: Sequence[Run]) -> Curve:
@@ -160,6 +161,7 @@ def curve(runs: Sequence[Run]) -> Curve:
         steps=[int(median(e["env_steps"] for e in point)) for point in points],
         wall=[median(e["train_wall_s"] for e in point) for point in points],
         median=[median(r) for r in returns], low=[min(r) for r in returns], high=[max(r) for r in returns],
+        threshold=threshold_of(runs[0].summary),
     )
 
 
