@@ -303,10 +303,19 @@ def report(root: Path, specs: Sequence[RunSpec], meta: dict[str, Any] | None = N
 
 def compare(specs: Sequence[RunSpec], root: Path, jobs: int, progress: bool = True, resume: bool = False,
             meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Plan -> run -> report, recording the host and its load before and after."""
+    """Plan -> run -> report, recording the host and its load before and after.
+
+    With ``resume``, the meta of the first invocation is kept under ``first`` (its load and
+    time are those of the runs it did).
+    """
     validate(specs)
     root.mkdir(parents=True, exist_ok=True)
     meta = dict(meta or {}, jobs=jobs, host_before=host_info())
+    if resume and (root / "plan.json").exists():
+        from grpo.utils.io import read_json
+
+        previous = read_json(root / "plan.json")["meta"]
+        meta["first"] = previous.get("first", previous)
     save_plan(root, specs, meta)
     t0 = time.perf_counter()
     execute(specs, root, jobs, progress, resume)
