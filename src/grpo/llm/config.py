@@ -14,9 +14,11 @@ REWARD_SCALE_NAMES = ("group", "batch", "none")
 GENERATION_NAMES = ("cached", "hf", "vllm")
 MIXED_PRECISION_NAMES = ("no", "bf16", "fp16")
 ADAPTER_NAMES = ("lora", "dora", "rslora")  # grpo.llm.adapters.ADAPTERS
+LR_SCHEDULE_NAMES = ("constant", "cosine", "linear")  # grpo.llm.schedules.LR_SCHEDULES
 
 # Used when no --model is given: the built-in tiny model learns at a much higher rate.
 TINY_LR = 3e-4
+TINY_LR_SCHEDULE = "linear"
 TINY_MAX_NEW_TOKENS = 8
 
 
@@ -63,6 +65,10 @@ class GRPOConfig:
     # --- objective ---------------------------------------------------------------------------
     lr: float | None = field(default=None, metadata=_help(
         f"Adam learning rate; none: 1e-6 (the paper) with --model, {TINY_LR} for the tiny model"))
+    lr_schedule: str | None = field(default=None, metadata=_help(
+        "learning rate over the steps: constant, linear (to 0 at the end: TRL's default), cosine (to 0); "
+        f"none: constant with --model, {TINY_LR_SCHEDULE} for the tiny model",
+        choices=LR_SCHEDULE_NAMES))
     beta: float = field(default=0.04, metadata=_help("KL coefficient (paper 0.04); 0 loads no reference model"))
     kl_estimator: str = field(default="k3", metadata=_help(
         "KL estimator in the loss (k3: the paper's)", choices=KL_ESTIMATOR_NAMES))
@@ -137,6 +143,8 @@ class GRPOConfig:
         tiny = self.model is None or (Path(self.model) / "tiny_info.json").is_file()
         if self.lr is None:
             self.lr = TINY_LR if tiny else 1e-6
+        if self.lr_schedule is None:
+            self.lr_schedule = TINY_LR_SCHEDULE if tiny else "constant"
         if self.max_new_tokens is None:
             self.max_new_tokens = TINY_MAX_NEW_TOKENS if tiny else 256
         checks = {
@@ -169,6 +177,8 @@ class GRPOConfig:
                 raise ValueError(f"{name}={getattr(self, name)!r} unknown; choose one of {registry.names()}")
         if self.generation not in GENERATION_NAMES:
             raise ValueError(f"generation={self.generation!r} unknown; choose one of {list(GENERATION_NAMES)}")
+        if self.lr_schedule not in LR_SCHEDULE_NAMES:
+            raise ValueError(f"lr_schedule={self.lr_schedule!r} unknown; choose one of {list(LR_SCHEDULE_NAMES)}")
         if self.reward_scale not in REWARD_SCALES:
             raise ValueError(f"reward_scale={self.reward_scale!r} unknown; choose one of {list(REWARD_SCALES)}")
         scale = {"num_processes": self.num_processes >= 1, "lora_r": self.lora_r >= 1,

@@ -19,6 +19,7 @@ from grpo.llm.models import frozen_copy, load_model, load_tokenizer
 from grpo.llm.recompute import enable_gradient_checkpointing
 from grpo.llm.rewards import RewardSet, SequenceClassifierReward
 from grpo.llm.runlog import RunLog
+from grpo.llm.schedules import lr_factor, set_learning_rates
 from grpo.llm.trainer import sample_records
 from grpo.utils.config import to_dict
 from grpo.utils.io import write_json
@@ -130,6 +131,8 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     policy, opt = rt.prepare(policy, opt)  # DDP/FSDP/DeepSpeed wrappers (identity in one process)
     # GRPO, or PPO for a PPOConfig (which builds its own optimizer and runs in one process)
     trainer = build_trainer(cfg, policy, tok, rows, rewards, ref, resume_from, opt, rt)
+    # Read before a resumed optimizer state brings back the last step's (scheduled) rates.
+    base_lrs = [group["lr"] for group in trainer.opt.param_groups]
     state = load_trainer_state(resume_from, trainer.opt) if resume_from else {}
     start = int(state.get("step", 0))
     check = rewards.fns.get(rewards.accuracy_name) if rewards.accuracy_name else None
@@ -152,8 +155,10 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     bar = _progress(range(start, cfg.steps), cfg.progress and rt.is_main)  # one bar, one log
     try:
         for step in bar:
+            lr = set_learning_rates(trainer.opt, base_lrs, lr_factor(cfg.lr_schedule, step, cfg.steps))
             with rt.autocast():
                 metrics, groups = trainer.step(step)
+            metrics["train/lr"] = lr
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
                 metrics["eval/greedy_accuracy"] = evaluate() or float("nan")
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
