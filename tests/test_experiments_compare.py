@@ -3,6 +3,8 @@
 import csv
 import io
 
+import pytest
+
 from grpo.cli import main
 from grpo.utils.io import read_json, read_jsonl
 
@@ -69,3 +71,15 @@ def test_compare_fails_early_on_bad_input(tmp_path, capsys):
     assert main(["compare", "--set", "ppo.no_such=1", "--out", str(tmp_path / "c")]) == 2
     assert "unknown option" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.slow
+def test_default_comparison_learns(tmp_path):
+    """The main job's setting (GRPO vs PPO, CartPole-v1, 3 seeds, 50k steps) solves CartPole."""
+    out = tmp_path / "main"
+    assert main(["compare", "--out", str(out), "--no-progress"]) == 0
+    rows = {r["label"]: r for r in csv.DictReader(io.StringIO((out / "table.csv").read_text()))}
+    assert set(rows) == {"grpo", "ppo"}
+    for row in rows.values():
+        assert int(row["seeds"]) == 3 and int(row["solved"]) >= 2
+        assert float(row["stable_solve_step"]) <= 40_000 and float(row["final_eval"]) >= 475
