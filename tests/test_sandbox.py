@@ -242,3 +242,16 @@ def test_a_broken_sandbox_raises_instead_of_scoring_zero(monkeypatch, tmp_path):
     monkeypatch.setattr(sandbox, "_CHILD", str(broken))
     with pytest.raises(sandbox.SandboxError, match="setup failed"):
         run_untrusted("print(1)")
+
+
+def test_runs_when_the_package_sits_in_a_closed_directory(monkeypatch, tmp_path, layers):
+    """A 0700 home or ``mktemp -d`` clone: the program's uid cannot read the package, yet it runs."""
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    closed.chmod(0o700)
+    child = closed / "_sandbox_child.py"
+    child.write_text(Path(sandbox._CHILD).read_text())
+    monkeypatch.setattr(sandbox, "_CHILD", str(child))
+    r = run_untrusted("print(sum(range(5)))")
+    assert r.ok and r.stdout == "10\n", r
+    assert r.isolation == layers  # the same layers as from the installed package

@@ -182,6 +182,10 @@ def _report(fd: int, **items) -> None:
 
 def _become_program(libc: _Libc, cfg: dict, cfg_fd: int, report_fd: int, ns: str | None) -> None:
     """Lock down this process and exec the ``run`` stage. Never returns."""
+    # Read while we still may: the new uid cannot where the package sits in a closed directory
+    # (a 0700 home or mktemp -d folder), and the mounts below may hide it.
+    with open(__file__) as f:
+        source = f.read()
     layers = []
     drop_uid = os.geteuid() == 0 and ns != "user"
     if ns:
@@ -212,8 +216,6 @@ def _become_program(libc: _Libc, cfg: dict, cfg_fd: int, report_fd: int, ns: str
     except OSError:
         pass
     libc.call("prctl", PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)  # after setuid, which clears it
-    with open(__file__) as f:
-        source = f.read()
     argv = [cfg["python"], "-I", "-S", "-X", "utf8", "-c", source, "run", str(cfg_fd)]
     os.set_inheritable(report_fd, False)  # a successful exec closes it; a failed one can report
     _report(report_fd, layers=layers)
