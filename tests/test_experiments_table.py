@@ -126,3 +126,24 @@ def test_parse_sets():
     for bad in ("lr=1", "sac.lr=1", "grpo.lr"):
         with pytest.raises(ValueError, match="ALGO.FIELD=VALUE"):
             parse_sets([bad])
+
+
+def _curve(label, median, low=None, high=None):
+    from grpo.experiments.table import Curve
+
+    n = len(median)
+    return Curve("E", label, list(range(n)), [float(i) for i in range(n)], median, low or median, high or median, 475.0)
+
+
+def test_y_limits_keep_a_learning_dip_and_cut_only_divergence():
+    from grpo.experiments.plots import _y_limits
+
+    # `grpo compare`'s CartPole: both start near 350, PPO's median dips to 162 (its worst seed to
+    # 110) before solving; the dip stays in view (a floor of start - 0.5 x rise once hid it).
+    learning = [_curve("grpo", [348, 472, 479, 500]), _curve("ppo", [381, 162, 343, 500], low=[154, 110, 127, 500])]
+    low, high = _y_limits(learning, 475.0)
+    assert low < 110 and high > 500
+    # One policy diverges to -6,000 while the others live in [-200, 200]: the axis is cut above it.
+    diverging = [_curve("a", [-150, 0, 150]), _curve("b", [-700, -3000, -6000])]
+    low, high = _y_limits(diverging, 200.0)
+    assert -6000 < low < -700 - 2 * (200 + 700) + 1 and high > 200

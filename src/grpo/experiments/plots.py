@@ -35,14 +35,15 @@ def _draw(ax, curve: Curve, x: list[float], color: str) -> None:
 
 
 def _y_limits(curves: Sequence[Curve], threshold: float | None) -> tuple[float, float]:
-    """Show the threshold, and cut curves that fall far below every first evaluation (a
-    diverging policy would otherwise squash the others into a line)."""
+    """Show the threshold, and cut curves that fall far below every first evaluation: more than
+    twice the rise from there to the top (a diverging policy would otherwise squash the others
+    into a line; a learning curve's early dip stays in view)."""
     low = min(min(c.low) for c in curves)
     high = max(max(c.high) for c in curves)
     if threshold is not None:
         low, high = min(low, threshold), max(high, threshold)
     start = min(c.median[0] for c in curves)
-    floor = start - 0.5 * (high - start)
+    floor = start - 2.0 * (high - start)
     low = max(low, floor)
     pad = 0.05 * (high - low or 1.0)
     return low - pad, high + pad
