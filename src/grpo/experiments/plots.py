@@ -49,6 +49,16 @@ def _y_limits(curves: Sequence[Curve], threshold: float | None) -> tuple[float, 
     return low - pad, high + pad
 
 
+def _return_axis(ax, env_curves: Sequence[Curve], ylabel: str) -> None:
+    """An evaluation-return axis for one env's curves: solve threshold, y limits, label, grid."""
+    threshold = env_curves[0].threshold
+    if threshold is not None:
+        ax.axhline(threshold, color="grey", ls="--", lw=1)
+    ax.set_ylim(*_y_limits(env_curves, threshold))
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
 def plot_curves(curves: Sequence[Curve], stem: str | Path, title: str = "") -> list[Path]:
     """One row per env: evaluation return vs env steps (left) and vs train wall seconds (right).
 
@@ -63,14 +73,8 @@ def plot_curves(curves: Sequence[Curve], stem: str | Path, title: str = "") -> l
         for c in env_curves:
             _draw(ax_steps, c, c.steps, colors[c.label])
             _draw(ax_wall, c, c.wall, colors[c.label])
-        threshold = env_curves[0].threshold
-        ylim = _y_limits(env_curves, threshold)
         for ax in (ax_steps, ax_wall):
-            if threshold is not None:
-                ax.axhline(threshold, color="grey", ls="--", lw=1)
-            ax.set_ylim(*ylim)
-            ax.set_ylabel(f"{env}\neval return (greedy, 20 ep.)")
-            ax.grid(alpha=0.3)
+            _return_axis(ax, env_curves, f"{env}\neval return (greedy, 20 ep.)")
         ax_steps.set_xlabel("env steps")
         ax_wall.set_xlabel("train wall seconds (evaluation excluded)")
         ax_steps.legend(loc="lower right", fontsize=8)
@@ -93,12 +97,8 @@ def plot_group_sweep(curves: Sequence[Curve], rows: Sequence[Row], stem: str | P
         env_curves = [c for c in curves if c.env == env]
         for c in env_curves:
             _draw(ax_curve, c, c.steps, colors[c.label])
-        if env_curves[0].threshold is not None:
-            ax_curve.axhline(env_curves[0].threshold, color="grey", ls="--", lw=1)
-        ax_curve.set_ylim(*_y_limits(env_curves, env_curves[0].threshold))
+        _return_axis(ax_curve, env_curves, f"{env}\neval return")
         ax_curve.set_xlabel("env steps")
-        ax_curve.set_ylabel(f"{env}\neval return")
-        ax_curve.grid(alpha=0.3)
         ax_curve.legend(loc="lower right", fontsize=8)
         env_rows = [r for r in rows if r.env == env]
         labels = [r.label for r in env_rows]
