@@ -153,24 +153,44 @@ def test_config_rejects_grpo_only_options_and_bad_values():
 
 
 # ---------------------------------------------------------------------------- the update
-def _trainer(tiny_path, **overrides):
+def _trainer(tiny_path, rewards=None, **overrides):
     torch.manual_seed(0)
     model, tok = load_model(str(tiny_path)), load_tokenizer(str(tiny_path))
     rows = load_rows("addition", "train")[:8]
     cfg = PPOConfig(**{"model": str(tiny_path), "max_new_tokens": 6, "lr": 1e-3, "prompts_per_step": 8,
                        "group_size": 8, "seed": 0, **overrides})
     ref = frozen_copy(model) if cfg.beta > 0 else None
-    return PPOTrainer(cfg, model, tok, rows, RewardSet.from_specs(["exact"]), ref), rows
+    return PPOTrainer(cfg, model, tok, rows, rewards or RewardSet.from_specs(["exact"]), ref), rows
+
+
+def _length_reward(prompts, completions, **_):
+    """A reward with a spread in every group (the tiny model rarely gets a sum right on 4 prompts)."""
+    return [float(len(c)) for c in completions]
 
 
 def test_micro_batches_give_the_full_batch_update(tiny_path):
-    params = []
+    """Micro-batching is gradient accumulation: the accumulated gradient equals the full batch's.
+    Compared before the optimizer step: Adam's first step is about lr * sign(g), so parameters
+    after it amplify float noise in near-zero gradient entries into lr-sized differences."""
+    grads = []
     for micro in (None, 5):
-        trainer, _ = _trainer(tiny_path, micro_batch=micro, epochs=1, minibatches=1, group_size=4, prompts_per_step=4)
+        trainer, _ = _trainer(tiny_path, RewardSet({"len": _length_reward}), micro_batch=micro, epochs=1,
+                              minibatches=1, group_size=4, prompts_per_step=4)
+        params = list(trainer.policy.parameters()) + trainer.value_params
+        seen, finish = [], trainer.guard.finish
+
+        def capture(bad=False, _seen=seen, _params=params, _finish=finish):
+            _seen.append([torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in _params])
+            return _finish(bad)
+
+        trainer.guard.finish = capture
         trainer.step(0)
-        params.append([p.detach().clone() for p in list(trainer.policy.parameters()) + trainer.value_params])
-    for a, b in zip(*params):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+        assert len(seen) == 1  # one minibatch, one epoch: one optimizer step
+        grads.append(seen[0])
+    scale = max(float(g.abs().max()) for g in grads[0])
+    assert scale > 1e-3  # a real gradient, not float noise around zero
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-5 * scale, rtol=1e-4)
 
 
 @pytest.mark.parametrize("overrides", [{"kl_penalty": "loss"}, {"value_model": "shared"}, {"beta": 0.0}])
