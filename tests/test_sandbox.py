@@ -7,7 +7,6 @@ machine provides them (skipped, with the reason, where it does not).
 
 from __future__ import annotations
 
-import doctest
 import os
 import re
 import resource
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import grpo.llm.sandbox as sandbox
-from grpo.llm.sandbox import code_execution_reward, run_untrusted
+from grpo.llm.sandbox import run_untrusted
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -205,34 +204,6 @@ def test_output_is_capped_keeping_head_and_tail():
     r = run_untrusted("print('first')\nprint('x' * 2_000_000)\nprint('last')", max_output_bytes=1000)
     assert r.ok and r.output_truncated
     assert r.stdout.startswith("first") and r.stdout.endswith("last\n") and len(r.stdout) < 1100
-
-
-SOLUTION = "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```\n"
-
-
-def test_code_execution_reward_scores_passing_and_failing_code():
-    completions = [
-        SOLUTION,
-        "```python\ndef add(a, b):\n    return a - b\n```",  # wrong
-        "```python\ndef add(a, b)\n    return a + b\n```",  # syntax error
-        "```python\nwhile True:\n    pass\n```",  # never ends
-        [{"role": "assistant", "content": SOLUTION}],  # conversational format
-        SOLUTION,  # no tests for this sample
-    ]
-    tests = ["assert add(2, 3) == 5"] * 5 + [None]
-    rewards = code_execution_reward(["p"] * 6, completions, tests=tests, timeout_s=1.0, topic=["x"] * 6)
-    assert rewards == [1.0, 0.0, 0.0, 0.0, 1.0, None]
-
-
-@pytest.mark.parametrize("exit_call", ["import sys; sys.exit(0)", "import os; os._exit(0)", "exit()"])
-def test_code_execution_reward_is_not_fooled_by_exiting_before_the_tests(exit_call):
-    completion = f"```python\ndef add(a, b):\n    return 0\n{exit_call}\n```"
-    assert code_execution_reward(["p"], [completion], tests=["assert add(2, 3) == 5"]) == [0.0]
-
-
-def test_doctests():
-    result = doctest.testmod(sandbox)
-    assert result.attempted >= 4 and result.failed == 0
 
 
 def test_a_broken_sandbox_raises_instead_of_scoring_zero(monkeypatch, tmp_path):

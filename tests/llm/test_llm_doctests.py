@@ -8,6 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["grpo.llm.rewards.answer", "grpo.llm.rewards.fmt", "grpo.llm.rewards.length", "grpo.llm.rewards.process",
+           "grpo.llm.rewards.execution", "grpo.llm.rewards.code_tests",
            "grpo.llm.rewards.base", "grpo.llm.generation", "grpo.llm.evaluation", "grpo.llm.schedules"]
 
 

@@ -48,9 +48,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Mapping
 
 _CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_child.py")
 _RUN_ID_VAR = "GRPO_SANDBOX_RUN"
@@ -280,65 +279,3 @@ def _killed_reason(returncode: int, timed_out: bool, stderr: str) -> str | None:
     if returncode != 0 and re.search(r"^MemoryError\b", stderr[-4096:], re.M):
         return "memory_limit"
     return None
-
-
-# ---------------------------------------------------------------------------------------------
-# Reward for code-generation tasks
-# ---------------------------------------------------------------------------------------------
-_FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
-
-
-def extract_code(completion: str | Sequence[Mapping[str, Any]]) -> str:
-    """The program in a completion: its last ```python block, else its last unlabelled block,
-    else the whole text. Conversational completions use the last message's content.
-
-    >>> extract_code("Here:\\n```python\\nprint(1)\\n```\\nDone.")
-    'print(1)\\n'
-    >>> extract_code("x = 1")
-    'x = 1'
-    >>> extract_code([{"role": "assistant", "content": "```py\\ny = 2\\n```"}])
-    'y = 2\\n'
-    """
-    text = completion if isinstance(completion, str) else completion[-1]["content"]
-    blocks = _FENCE.findall(text)
-    chosen = [b for lang, b in blocks if lang.lower() in ("python", "py", "python3")]
-    chosen = chosen or [b for lang, b in blocks if not lang]
-    return chosen[-1] if chosen else text
-
-
-def code_execution_reward(
-    prompts: Sequence[Any],
-    completions: Sequence[Any],
-    tests: Sequence[str | None] | None = None,
-    *,
-    timeout_s: float = 5.0,
-    memory_mb: int = 512,
-    workers: int | None = None,
-    **columns: Any,
-) -> list[float | None]:
-    """1.0 if the completion's code followed by the sample's ``tests`` (e.g. asserts) runs to the
-    end in the sandbox, else 0.0; None for a sample without tests.
-
-    A random token printed after the tests must be the last line of output, so a program that
-    exits early with status 0 (``sys.exit(0)``, ``os._exit(0)``) before the tests ran scores 0.
-
-    >>> code_execution_reward(["add"], ["```python\\ndef add(a, b):\\n    return a + b\\n```"],
-    ...                       tests=["assert add(2, 3) == 5"])
-    [1.0]
-    """
-    tests = list(tests) if tests is not None else [None] * len(completions)
-    if len(tests) != len(completions):
-        raise ValueError(f"got {len(tests)} tests for {len(completions)} completions")
-
-    def score(completion: Any, test: str | None) -> float | None:
-        if not test:
-            return None
-        token = secrets.token_hex(16)
-        program = f"{extract_code(completion)}\n\n{test}\n\nprint({token!r})\n"
-        result = run_untrusted(program, timeout_s=timeout_s, memory_mb=memory_mb)
-        last_line = result.stdout.rstrip("\n").rpartition("\n")[2]
-        return 1.0 if result.ok and last_line == token else 0.0
-
-    n_workers = workers or min(len(completions), os.cpu_count() or 1) or 1
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        return list(pool.map(score, completions, tests))

@@ -14,7 +14,7 @@ flagged ``accuracy`` so the trainer can log accuracy from them.
 """
 
 from grpo.llm.rewards.base import REWARD_FAILURE_POLICIES, REWARDS, RewardError, RewardFn, RewardSet, StepRewards, parse_reward_spec
-from grpo.llm.rewards import answer, fmt, length, process  # noqa: F401  (registers built-ins)
+from grpo.llm.rewards import answer, execution, fmt, length, process  # noqa: F401  (registers built-ins)
 from grpo.llm.rewards.model import SequenceClassifierReward
 
 __all__ = ["REWARD_FAILURE_POLICIES", "REWARDS", "RewardError", "RewardFn", "RewardSet", "SequenceClassifierReward", "StepRewards", "parse_reward_spec"]
