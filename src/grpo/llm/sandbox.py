@@ -32,6 +32,9 @@ native code. Where namespaces are refused (e.g. root in a container without CAP_
 the interpreter lives where another uid cannot reach it, only the rlimits, the audit hook, the
 wall clock and the sweep remain, and the program runs as the trainer's user: check
 ``isolation`` before trusting a machine with hostile code.
+
+The ``code`` reward (:mod:`grpo.llm.rewards.execution`) runs model-written functions here and
+judges them outside, from the values they return.
 """
 
 from __future__ import annotations
