@@ -95,6 +95,18 @@ for fd in range(3, 64):
 def add(a, b):
     return 0
 """,
+    # values the trainer's parser and comparison must survive: nested near the recursion limit, huge
+    "deep-or-huge-values": """
+import os
+def add(a, b):
+    return 0
+for line in ('[' * 990 + ']' * 990, '[' * 100000, '9' * 100000):
+    for fd in range(3, 64):
+        try:
+            os.write(fd, ('{"i": 0, "value": ' + line + '}\\n').encode())
+        except OSError:
+            pass
+""",
 }
 
 

@@ -92,14 +92,15 @@ def run_tests(code: str, tests: Sequence[TestCase], *, timeout_s: float = 5.0, m
     passed, outcomes = [], []
     for i, test in enumerate(tests):
         item = returned.get(i, {})
-        ok = "value" in item and same_value(item["value"], test.expected)
+        try:
+            ok = "value" in item and same_value(item["value"], test.expected)
+            outcome = "passed" if ok else (
+                f"returned {json.dumps(item['value'])[:200]}, expected {json.dumps(test.expected)[:200]}"
+                if "value" in item else str(item.get("error", result.killed_reason or "no result"))[:300])
+        except RecursionError:  # a value nested deeper than this thread's stack allows
+            ok, outcome = False, "returned a value nested too deeply to compare"
         passed.append(ok)
-        if ok:
-            outcomes.append("passed")
-        elif "value" in item:
-            outcomes.append(f"returned {json.dumps(item['value'])[:200]}, expected {json.dumps(test.expected)[:200]}")
-        else:
-            outcomes.append(str(item.get("error", result.killed_reason or "no result"))[:300])
+        outcomes.append(outcome)
     return TestRun(tuple(passed), tuple(outcomes), result)
 
 
