@@ -81,3 +81,59 @@ def test_hf_engine_samples_what_the_cached_engine_samples(leaky_model):
         probs = torch.softmax(model(input_ids=ids, attention_mask=mask).logits[0, -1].float(), -1)
     for c in counts:  # total variation to the model's own (unfiltered) next-token distribution
         assert 0.5 * (c - probs).abs().sum() < 0.2
+
+
+# ---------------------------------------------------------------- log-probs of the filtered distribution
+def test_sampler_logits_renormalise_over_the_kept_tokens_and_keep_the_sampled_one():
+    from grpo.core import categorical_entropy
+    from grpo.llm.logprobs import sampler_logits, selective_log_softmax
+
+    logits = torch.log(torch.tensor([[[0.4, 0.3, 0.2, 0.1], [0.4, 0.3, 0.2, 0.1]]]))  # [1, 2, 4]
+    ids = torch.tensor([[1, 3]])  # token 3 lies outside the top 2 (float noise, or the reference's set)
+    logp = selective_log_softmax(sampler_logits(logits, ids, top_k=2), ids)
+    # position 0 keeps {0, 1}: 0.3 / 0.7; position 1 keeps {0, 1} and the sampled 3: 0.1 / 0.8
+    torch.testing.assert_close(logp.exp(), torch.tensor([[0.3 / 0.7, 0.1 / 0.8]]))
+    logp_p = selective_log_softmax(sampler_logits(logits, ids, top_p=0.85), ids)  # keeps {0, 1, 2}
+    torch.testing.assert_close(logp_p.exp(), torch.tensor([[0.3 / 0.9, 0.1 / 1.0]]))
+    ent = categorical_entropy(sampler_logits(logits, torch.tensor([[0, 3]]), top_k=1))  # 1 and 2 tokens kept
+    assert torch.isfinite(ent).all() and abs(float(ent[0, 0])) < 1e-6 and float(ent[0, 1]) > 0.1
+
+
+def _sampling_trainer(random_tiny, **overrides):
+    from grpo.llm.config import GRPOConfig
+    from grpo.llm.models import frozen_copy
+    from grpo.llm.rewards import RewardSet
+    from grpo.llm.trainer import GRPOTrainer
+
+    model, tok = random_tiny
+    cfg = GRPOConfig(**{"model": "x", "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 4, "lr": 1e-3,
+                        "temperature": 0.8, "top_k": 4, "top_p": 0.95, "seed": 0, **overrides})
+    rows = [{"prompt": "12+3=", "answer": "15"}, {"prompt": "4+5=", "answer": "9"}]
+    return GRPOTrainer(cfg, model, tok, rows, RewardSet.from_specs(["exact", "digits"]), frozen_copy(model))
+
+
+@pytest.mark.parametrize("filtered", [True, False])
+def test_trainer_logprobs_follow_the_filtered_logprobs_option(random_tiny, filtered):
+    from grpo.llm.logprobs import completion_logprobs
+
+    tr = _sampling_trainer(random_tiny, filtered_logprobs=filtered)
+    g = tr.sample_groups(tr.rows)
+    roll, mask = g.rollout, g.rollout.completion_mask.bool()
+    used = tr._no_grad_logprobs(tr.policy, roll)  # [N, C]
+    with torch.no_grad():
+        full, _ = completion_logprobs(tr.policy, roll.prompt_ids, roll.prompt_mask, roll.completion_ids,
+                                      roll.completion_mask, 0.8)
+        sampler, _ = completion_logprobs(tr.policy, roll.prompt_ids, roll.prompt_mask, roll.completion_ids,
+                                         roll.completion_mask, 0.8, top_k=4, top_p=0.95)
+    # the random model is near uniform: top-4 of ~100 tokens keeps a few % of the mass
+    assert bool((sampler[mask] > full[mask] + 1.0).all())
+    torch.testing.assert_close(used[mask], (sampler if filtered else full)[mask])
+    assert tr.batch_metrics(g, 1.0)["sampling/filtered_logprobs"] == float(filtered)
+
+
+def test_filtered_logprobs_give_a_finite_update_with_several_epochs_and_kl(random_tiny):
+    """mu = 2: the second update's policy and the reference filter with their own sets."""
+    tr = _sampling_trainer(random_tiny, mu=2, beta=0.04, top_k=2, top_p=0.9)
+    metrics, _ = tr.step(0)
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values()), metrics
+    assert metrics["train/skipped_updates"] == 0.0

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from grpo.core import Registry
-from grpo.llm.logprobs import cache_kwargs, cache_of, inner_model, position_ids_of
+from grpo.llm.logprobs import cache_kwargs, cache_of, filter_logits, inner_model, position_ids_of
 from grpo.llm.seeding import sample_from, sample_keys, uniforms
 
 # Generation engines, chosen by name; all share the signature of :func:`generate_cached`.
@@ -97,23 +97,6 @@ def encode_prompts(tokenizer: Any, texts: list[str], device: torch.device, max_c
         raise ValueError(f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds the "
                          f"model's context of {max_context} tokens; shorten prompts or lower max_new_tokens")
     return ids, mask
-
-
-def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
-    """Top-k then nucleus (top-p) filtering: excluded tokens get -inf. [N, V] -> [N, V].
-
-    >>> filter_logits(torch.tensor([[1.0, 3.0, 2.0]]), top_k=2).tolist()
-    [[-inf, 3.0, 2.0]]
-    """
-    if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # [N, 1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix whose mass reaches top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return logits
 
 
 def _finish(tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor, eos: list[int],

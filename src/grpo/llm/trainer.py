@@ -11,7 +11,10 @@ feeds it tensors. Where this departs from the paper, and why:
 - The policy samples in ``eval`` mode and is updated in ``eval`` mode (dropout off), so that with
   mu = 1 the ratio is exactly 1 at the first update, as the paper's on-policy algorithm assumes.
 - Log-probs are those of the sampling distribution (logits / temperature), for the old, new and
-  reference policies alike (as TRL does); with temperature 1 this is the paper's pi.
+  reference policies alike (as TRL does); with temperature 1 this is the paper's pi. With top-k or
+  top-p on, each model's distribution is filtered and renormalised as the sampler's was
+  (``filtered_logprobs``; TRL and verl use the unfiltered one), and ``sampling/filtered_logprobs``
+  says which in the metrics.
 - With mu = 1 the "old" log-probs are the current ones detached (no extra forward pass): the
   same numbers the generating policy gives, since it has not changed yet.
 - The reward model is not retrained when the reference is reset (iterative GRPO, 4.2): rewards
@@ -50,6 +53,11 @@ MICRO_BATCH_SHARES: Registry = Registry("micro-batch share")
 MICRO_BATCH_SHARES.register("sequence-mean")(lambda m: float((m.sum(-1) > 0).sum()))
 MICRO_BATCH_SHARES.register("token-mean")(lambda m: float(m.sum()))
 MICRO_BATCH_SHARES.register("constant")(lambda m: float(m.shape[0]))
+
+
+def logprob_filter(cfg: GRPOConfig) -> dict[str, Any]:
+    """The top-k/top-p filter the log-probs apply: the sampler's, or none (``filtered_logprobs``)."""
+    return {"top_k": cfg.top_k, "top_p": cfg.top_p} if cfg.filtered_logprobs else {}
 
 
 @dataclass
@@ -202,7 +210,7 @@ class GRPOTrainer:
         # Rows in whole groups share their prompt's encoding (checked inside; else a plain forward).
         return completion_logprobs(model, roll.prompt_ids[rows], roll.prompt_mask[rows], roll.completion_ids[rows],
                                    roll.completion_mask[rows], self.cfg.temperature, group_size=self.cfg.group_size,
-                                   **kw)
+                                   **logprob_filter(self.cfg), **kw)
 
     def _no_grad_logprobs(self, model: Any, roll: Rollout) -> Tensor:
         with torch.no_grad():
@@ -298,6 +306,8 @@ class GRPOTrainer:
         out["reward/total/mean"] = float(totals.mean()) if len(totals) else float("nan")
         if accuracy is not None and len(accuracy):
             out["train/accuracy"] = float(accuracy.mean())
+        if self.cfg.top_k or self.cfg.top_p < 1.0:  # 1: log-probs of the filtered distribution; 0: the full one
+            out["sampling/filtered_logprobs"] = float(self.cfg.filtered_logprobs)
         tokens = float(lengths.sum())
         out.update({
             "completions/mean_length": float(lengths.mean()) if len(lengths) else 0.0,
