@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from grpo.core import Registry, aggregate, group_advantages, grpo_loss, masked_mean, process_advantages
+from grpo.core.advantages import ZERO_STD
 from grpo.llm.config import GRPOConfig
 from grpo.llm.data import Row, batch_indices, columns_of
 from grpo.llm.distributed import Runtime
@@ -83,6 +84,18 @@ def _cat_groups(parts: list[Groups], pad_id: int) -> Groups:
            sc[0].step_weight, None if sc[0].failed is None else torch.cat([p.failed for p in sc])),
         parts[0].zero_std_frac, sum(p.gen_seconds for p in parts),
     )
+
+
+def varied_groups(scored: ScoredBatch, G: int) -> Tensor:
+    """[B] true for groups whose advantages are not all zero: outcome totals that differ, or (a
+    process reward of non-zero weight) step rewards that differ across the group's steps, which
+    :func:`grpo.core.process_advantages` normalises together. Totals leave process rewards out."""
+    varied = scored.total.view(-1, G).std(1) >= ZERO_STD  # [B]
+    if scored.steps is not None and scored.step_weight != 0:
+        for b in range(len(varied)):
+            r = [x for s in scored.steps[b * G:(b + 1) * G] if s for x in s.rewards]
+            varied[b] |= len(r) > 1 and float(torch.tensor(r, dtype=torch.float64).std()) >= ZERO_STD
+    return varied
 
 
 def step_token_ends(tokenizer: Any, completion_ids: Tensor, steps: list[StepRewards | None],
@@ -146,7 +159,7 @@ class GRPOTrainer:
         scored = self.rewards([t for t in texts for _ in range(G)], roll.completions,
                               completion_lengths=roll.lengths.tolist(), max_new_tokens=cfg.max_new_tokens,
                               **columns_of(rows, G))
-        zero = float((scored.total.view(-1, G).std(1) < 1e-6).float().mean())
+        zero = float((~varied_groups(scored, G)).float().mean())
         return Groups(rows, texts, roll, scored, zero, gen_seconds)
 
     def collect(self, step: int) -> Groups:
@@ -167,7 +180,7 @@ class GRPOTrainer:
                 pool = rng.sample(self.rows, min(cfg.prompts_per_step, len(self.rows)))
                 groups = self.sample_groups(pool, prompt_keys(cfg.seed, step, round_, list(range(len(pool)))))
             gen_seconds += groups.gen_seconds
-            varied = (groups.scored.total.view(-1, G).std(1) >= 1e-6).nonzero().flatten()  # [b]
+            varied = varied_groups(groups.scored, G).nonzero().flatten()  # [b]
             if len(varied):
                 kept.append(self._select(groups, varied, (varied[:, None] * G + torch.arange(G)).flatten()))
             if sum(len(k.rows) for k in kept) >= cfg.prompts_per_step:
