@@ -163,19 +163,19 @@ def test_table_names_each_grpo_rows_mode_and_says_what_it_means():
     runs[2].label, runs[2].summary["algo"], runs[2].config = "grpo paper", "grpo", PAPER
     runs[3].config = {"aggregation": "token-mean"}  # PPO has no GRPO mode
     rows = table(runs)
-    assert [r.mode for r in rows] == ["timestep, token-mean", "outcome, sequence-mean (paper)", None]
+    assert [r.mode for r in rows] == ["timestep, token-mean", "paper: outcome, sequence-mean", None]
     md = to_markdown(rows).splitlines()
     assert "| GRPO mode |" in md[0]
     assert md[2].startswith("| CartPole-v1 | grpo | timestep, token-mean |")
-    assert md[3].startswith("| CartPole-v1 | grpo paper | outcome, sequence-mean (paper) |")
+    assert md[3].startswith("| CartPole-v1 | grpo paper | paper: outcome, sequence-mean |")
     assert md[4].startswith("| CartPole-v1 | ppo | - |")
     assert md[-1] == MODE_NOTE and "paper's is outcome, sequence-mean" in MODE_NOTE
     assert MODE_NOTE in to_text(rows)
     parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
-    assert [r["mode"] for r in parsed] == ["timestep, token-mean", "outcome, sequence-mean (paper)", ""]
+    assert [r["mode"] for r in parsed] == ["timestep, token-mean", "paper: outcome, sequence-mean", ""]
     # seeds that ran in different modes under one label are not passed off as one
     runs[1].config = PAPER
-    assert table(runs[:2])[0].mode == "timestep, token-mean / outcome, sequence-mean (paper)"
+    assert table(runs[:2])[0].mode == "timestep, token-mean / paper: outcome, sequence-mean"
 
 
 def test_figures_name_each_grpo_lines_mode(monkeypatch, tmp_path):

@@ -53,7 +53,7 @@ def mode_of(run: Run) -> str | None:
     None for other algorithms and for runs whose config is unknown.
 
     >>> mode_of(Run("grpo", {"algo": "grpo"}, [], config={"advantage": "outcome", "aggregation": "sequence-mean"}))
-    'outcome, sequence-mean (paper)'
+    'paper: outcome, sequence-mean'
     >>> mode_of(Run("ppo", {"algo": "ppo"}, [], config={"aggregation": "token-mean"})) is None
     True
     """
@@ -61,7 +61,7 @@ def mode_of(run: Run) -> str | None:
     if run.summary.get("algo") != "grpo" or "advantage" not in cfg or "aggregation" not in cfg:
         return None
     mode = f"{cfg['advantage']}, {cfg['aggregation']}"
-    return f"{mode} (paper)" if mode == PAPER_MODE else mode
+    return f"paper: {mode}" if mode == PAPER_MODE else mode
 
 
 def group_mode(runs: Sequence[Run]) -> str | None:
