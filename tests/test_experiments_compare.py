@@ -30,8 +30,10 @@ def test_compare_end_to_end(tmp_path, capsys):
     assert [r["label"] for r in rows] == labels
     assert all(int(r["seeds"]) == SEEDS and 0 <= int(r["solved"]) <= SEEDS for r in rows)
     assert all(float(r["train_wall_s"]) > 0 and float(r["steps_per_s"]) > 0 and float(r["peak_rss_mb"]) > 50 for r in rows)
+    # GRPO's rows name the tuned mode, read from each run's config.json, and say what it means
+    assert [r["mode"] for r in rows] == ["timestep, token-mean", "timestep, token-mean", ""]
     md = (out / "table.md").read_text().splitlines()
-    assert len(md) == 2 + len(labels)
+    assert len(md) == 2 + len(labels) + 2 and md[-1].startswith("GRPO mode: advantage estimator")
 
     summary = read_json(out / "summary.json")
     assert summary["meta"]["host_before"]["cpus"] >= 1 and summary["meta"]["jobs"] == 2

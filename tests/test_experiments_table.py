@@ -147,3 +147,48 @@ def test_y_limits_keep_a_learning_dip_and_cut_only_divergence():
     diverging = [_curve("a", [-150, 0, 150]), _curve("b", [-700, -3000, -6000])]
     low, high = _y_limits(diverging, 200.0)
     assert -6000 < low < -700 - 2 * (200 + 700) + 1 and high > 200
+
+
+# ---------------------------------------------------------------- GRPO's mode is named with its results
+TUNED_MODE = {"advantage": "timestep", "aggregation": "token-mean"}
+PAPER = {"advantage": "outcome", "aggregation": "sequence-mean"}
+
+
+def test_table_names_each_grpo_rows_mode_and_says_what_it_means():
+    from grpo.experiments.table import MODE_NOTE
+
+    runs = [make_run("grpo", [200, 500]), make_run("grpo", [500, 500], seed=1), make_run("grpo", [100, 500]),
+            make_run("ppo", [100, 200])]
+    runs[0].config = runs[1].config = dict(TUNED_MODE, gamma=0.98)
+    runs[2].label, runs[2].summary["algo"], runs[2].config = "grpo paper", "grpo", PAPER
+    runs[3].config = {"aggregation": "token-mean"}  # PPO has no GRPO mode
+    rows = table(runs)
+    assert [r.mode for r in rows] == ["timestep, token-mean", "paper: outcome, sequence-mean", None]
+    md = to_markdown(rows).splitlines()
+    assert "| GRPO mode |" in md[0]
+    assert md[2].startswith("| CartPole-v1 | grpo | timestep, token-mean |")
+    assert md[3].startswith("| CartPole-v1 | grpo paper | paper: outcome, sequence-mean |")
+    assert md[4].startswith("| CartPole-v1 | ppo | - |")
+    assert md[-1] == MODE_NOTE and "paper's is outcome, sequence-mean" in MODE_NOTE
+    assert MODE_NOTE in to_text(rows)
+    parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
+    assert [r["mode"] for r in parsed] == ["timestep, token-mean", "paper: outcome, sequence-mean", ""]
+    # seeds that ran in different modes under one label are not passed off as one
+    runs[1].config = PAPER
+    assert table(runs[:2])[0].mode == "timestep, token-mean / paper: outcome, sequence-mean"
+
+
+def test_figures_name_each_grpo_lines_mode(monkeypatch, tmp_path):
+    from grpo.experiments import plots
+
+    grpo = [make_run("grpo G=2", [200, 500]), make_run("grpo G=4", [300, 500])]
+    for r in grpo:
+        r.summary["algo"], r.config = "grpo", TUNED_MODE
+    curves = [curve([r]) for r in grpo] + [curve([make_run("ppo", [100, 200])])]
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, stem: figures.append(fig) or [])
+    plots.plot_curves(curves, tmp_path / "c")
+    plots.plot_group_sweep(curves[:2], table(grpo), tmp_path / "g")
+    names = [[t.get_text() for t in fig.axes[0].get_legend().get_texts()] for fig in figures]
+    assert names[0] == ["grpo G=2 (timestep, token-mean)", "grpo G=4 (timestep, token-mean)", "ppo"]
+    assert names[1] == names[0][:2]

@@ -17,6 +17,11 @@ Departures from DeepSeekMath section 4, all deliberate:
     per batch, as in PPO, because env steps (not generation) are the scarce resource, and that
     is what makes the ratio and the clip act.
   - The reference is re-synced every R iterations instead of after a reward-model retraining.
+  - The loss is averaged over every step of the batch (``aggregation="token-mean"``, DAPO), not
+    per episode first, by default; and the tuned settings (``grpo.control.defaults``) use
+    ``advantage="timestep"`` (returns-to-go normalised across the group at each t), not outcome
+    supervision. ``grpo compare`` names the mode of each GRPO row; ``advantage="outcome",
+    aggregation="sequence-mean"`` is the paper's.
 """
 
 from __future__ import annotations

@@ -51,9 +51,9 @@ def kl_estimate(logp: Tensor, ref_logp: Tensor, estimator: str = "k3") -> Tensor
 
 
 def categorical_entropy(logits: Tensor) -> Tensor:
-    """Entropy of Categorical(logits). [..., A] -> [...]."""
+    """Entropy of Categorical(logits); -inf logits (filtered out) count 0, not NaN. [..., A] -> [...]."""
     logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
+    return -(logp.exp() * logp.masked_fill(torch.isneginf(logp), 0.0)).sum(-1)
 
 
 def gaussian_entropy(log_std: Tensor) -> Tensor:

@@ -4,7 +4,7 @@ Layout of the output folder::
 
   plan.json                      the runs asked for (so ``--resume`` and re-reporting need nothing else)
   runs/<env>/<label>/seed<k>/    one run folder each (grpo.control.train: eval.jsonl, summary.json, ...)
-  table.md, table.csv            per (env, label): seeds solved, median stable solve, final eval, ...
+  table.md, table.csv            per (env, label): GRPO mode, seeds solved, median stable solve, final eval, ...
   curves.png, curves.svg         eval return vs env steps and vs train wall seconds (median, min-max)
   group_sweep.png, .svg          only with several GRPO group sizes
   summary.json                   host, load, table rows, per-run summaries, curves
@@ -256,7 +256,9 @@ def load_runs(root: Path, specs: Sequence[RunSpec]):
     for spec in specs:
         folder = root / spec.folder
         if (folder / "summary.json").exists():
-            runs.append(Run(spec.label, read_json(folder / "summary.json"), read_jsonl(folder / "eval.jsonl"), spec.folder))
+            config = read_json(folder / "config.json").get("algo_config", {}) if (folder / "config.json").exists() else {}
+            runs.append(Run(spec.label, read_json(folder / "summary.json"), read_jsonl(folder / "eval.jsonl"),
+                            spec.folder, config))
     return runs
 
 

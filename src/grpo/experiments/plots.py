@@ -30,7 +30,7 @@ def _colors(labels: Sequence[str]) -> dict[str, str]:
 
 
 def _draw(ax, curve: Curve, x: list[float], color: str) -> None:
-    ax.plot(x, curve.median, color=color, label=curve.label, lw=1.8, marker="." if len(x) < 30 else None)
+    ax.plot(x, curve.median, color=color, label=curve.name, lw=1.8, marker="." if len(x) < 30 else None)
     ax.fill_between(x, curve.low, curve.high, color=color, alpha=0.18, lw=0)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
 from grpo.control.evaluation import stable_solve_step
@@ -32,10 +32,42 @@ class Run:
     summary: dict[str, Any]
     evals: list[dict[str, Any]]
     folder: str = ""
+    config: dict[str, Any] = field(default_factory=dict)  # the algorithm's config (config.json)
 
     @property
     def env(self) -> str:
         return self.summary["env"]
+
+
+# What the paper's GRPO does (DeepSeekMath 4.1.2): outcome supervision, each output's loss
+# averaged over its own tokens, then over the group. The tuned classic-control settings differ.
+PAPER_MODE = "outcome, sequence-mean"
+MODE_NOTE = ("GRPO mode: advantage estimator, loss aggregation. The paper's is outcome, sequence-mean "
+             "(the group-normalised return on every step, each episode's loss averaged over its own steps); "
+             "timestep normalises returns-to-go across the group at each time step, token-mean averages over "
+             "every step of the batch (DAPO).")
+
+
+def mode_of(run: Run) -> str | None:
+    """How a GRPO run computed advantages and aggregated its loss, e.g. ``"timestep, token-mean"``;
+    None for other algorithms and for runs whose config is unknown.
+
+    >>> mode_of(Run("grpo", {"algo": "grpo"}, [], config={"advantage": "outcome", "aggregation": "sequence-mean"}))
+    'paper: outcome, sequence-mean'
+    >>> mode_of(Run("ppo", {"algo": "ppo"}, [], config={"aggregation": "token-mean"})) is None
+    True
+    """
+    cfg = run.config
+    if run.summary.get("algo") != "grpo" or "advantage" not in cfg or "aggregation" not in cfg:
+        return None
+    mode = f"{cfg['advantage']}, {cfg['aggregation']}"
+    return f"paper: {mode}" if mode == PAPER_MODE else mode
+
+
+def group_mode(runs: Sequence[Run]) -> str | None:
+    """The mode of a group of runs (seeds); several are joined with " / " (a table row mixes them)."""
+    modes = list(dict.fromkeys(m for m in (mode_of(r) for r in runs) if m is not None))
+    return " / ".join(modes) or None
 
 
 @dataclass
@@ -55,6 +87,7 @@ class Row:
     steps_per_s: float | None
     param_count: int | None
     peak_rss_mb: float | None
+    mode: str | None = None  # GRPO's advantage estimator and loss aggregation (mode_of)
 
 
 def threshold_of(summary: dict[str, Any]) -> float | None:
@@ -122,7 +155,7 @@ def summarize(runs: Sequence[Run]) -> Row:
         threshold=threshold_of(first), stable_solve_step=median_solve_step(steps),
         stable_solve_min=min(solved) if solved else None, stable_solve_max=max(solved) if solved else None,
         final_eval=pick("final_eval"), train_wall_s=pick("train_wall_s"), steps_per_s=pick("steps_per_s"),
-        param_count=first.get("param_count"), peak_rss_mb=pick("peak_rss_mb"),
+        param_count=first.get("param_count"), peak_rss_mb=pick("peak_rss_mb"), mode=group_mode(runs),
     )
 
 
@@ -149,6 +182,12 @@ class Curve:
     low: list[float]
     high: list[float]
     threshold: float | None = None  # the solve threshold (threshold_of)
+    mode: str | None = None  # GRPO's advantage estimator and loss aggregation (mode_of)
+
+    @property
+    def name(self) -> str:
+        """The label with the GRPO mode, as figures name a line: ``grpo (timestep, token-mean)``."""
+        return f"{self.label} ({self.mode})" if self.mode else self.label
 
 
 def curve(runs: Sequence[Run]) -> Curve:
@@ -161,7 +200,7 @@ def curve(runs: Sequence[Run]) -> Curve:
         steps=[int(median(e["env_steps"] for e in point)) for point in points],
         wall=[median(e["train_wall_s"] for e in point) for point in points],
         median=[median(r) for r in returns], low=[min(r) for r in returns], high=[max(r) for r in returns],
-        threshold=threshold_of(runs[0].summary),
+        threshold=threshold_of(runs[0].summary), mode=group_mode(runs),
     )
 
 
@@ -173,7 +212,7 @@ def curves(runs: Iterable[Run]) -> list[Curve]:
 # Formatting
 # --------------------------------------------------------------------------------------------
 COLUMNS = [
-    ("env", "env"), ("label", "algorithm"), ("solved", "seeds solved"),
+    ("env", "env"), ("label", "algorithm"), ("mode", "GRPO mode"), ("solved", "seeds solved"),
     ("stable_solve_step", "median stable solve step"), ("final_eval", "median final eval"),
     ("train_wall_s", "median train wall (s)"), ("steps_per_s", "env steps/s"),
     ("param_count", "parameters"), ("peak_rss_mb", "peak RSS (MiB)"),
@@ -211,7 +250,12 @@ def to_markdown(rows: Sequence[Row]) -> str:
     for row in rows:
         cells = format_cells(row)
         lines.append("| " + " | ".join(cells[key] for key, _ in COLUMNS) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + _note(rows)
+
+
+def _note(rows: Sequence[Row]) -> str:
+    """The footnote that says what a GRPO mode means, when the table has a GRPO row."""
+    return f"\n{MODE_NOTE}\n" if any(r.mode for r in rows) else ""
 
 
 def to_csv(rows: Sequence[Row]) -> str:
@@ -230,4 +274,5 @@ def to_text(rows: Sequence[Row]) -> str:
     """An aligned plain-text table for the terminal."""
     table_cells = [[title for _, title in COLUMNS]] + [[format_cells(r)[k] for k, _ in COLUMNS] for r in rows]
     widths = [max(len(line[i]) for line in table_cells) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table_cells) + "\n"
+    text = "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in table_cells)
+    return text + "\n" + _note(rows)

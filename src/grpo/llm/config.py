@@ -58,6 +58,9 @@ class GRPOConfig:
     temperature: float = field(default=1.0, metadata=_help("sampling temperature (log-probs use the same)"))
     top_p: float = field(default=1.0, metadata=_help("nucleus sampling threshold; 1: off"))
     top_k: int = field(default=0, metadata=_help("top-k sampling; 0: off"))
+    filtered_logprobs: bool = field(default=True, metadata=_help(
+        "with top_k/top_p on, old, new and reference log-probs come from the filtered, renormalised "
+        "distribution the tokens were sampled from; false: the full one (as TRL and verl)"))
     generation: str = field(default="cached", metadata=_help(
         "cached: each prompt encoded once, its KV cache shared by its G samples; hf: transformers generate; "
         "vllm: a colocated vLLM engine (pip install 'grpo-lab[vllm]')",

@@ -6,14 +6,15 @@ P prompt tokens (left-padded), C completion tokens (right-padded after EOS).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
 
 from grpo.core import Registry
-from grpo.llm.logprobs import cache_kwargs, cache_of, position_ids_of
+from grpo.llm.logprobs import cache_kwargs, cache_of, filter_logits, inner_model, position_ids_of
 from grpo.llm.seeding import sample_from, sample_keys, uniforms
 
 # Generation engines, chosen by name; all share the signature of :func:`generate_cached`.
@@ -98,23 +99,6 @@ def encode_prompts(tokenizer: Any, texts: list[str], device: torch.device, max_c
     return ids, mask
 
 
-def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
-    """Top-k then nucleus (top-p) filtering: excluded tokens get -inf. [N, V] -> [N, V].
-
-    >>> filter_logits(torch.tensor([[1.0, 3.0, 2.0]]), top_k=2).tolist()
-    [[-inf, 3.0, 2.0]]
-    """
-    if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # [N, 1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix whose mass reaches top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return logits
-
-
 def _finish(tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor, eos: list[int],
             group_size: int) -> Rollout:
     mask, truncated = completion_mask(completion_ids, eos)
@@ -190,6 +174,42 @@ def generate_cached(
     return _finish(tokenizer, prompt_ids, prompt_mask, tokens[:, :steps], eos, group_size)
 
 
+def hf_generation_config(tokenizer: Any, model: Any, group_size: int, max_new_tokens: int, temperature: float,
+                         top_p: float, top_k: int, greedy: bool) -> Any:
+    """A fresh ``GenerationConfig`` that says every sampling option: ours, or its neutral value.
+
+    ``generate`` fills every option left ``None`` from the model's ``generation_config.json`` and
+    then from transformers' global defaults (top_k 50; a Qwen-style config adds top_k 20, top_p 0.8,
+    repetition_penalty 1.05), which would sample from a distribution the log-probs do not assume.
+    """
+    from transformers import GenerationConfig
+
+    inner = inner_model(model).generation_config
+    return GenerationConfig(
+        do_sample=not greedy, num_beams=1, num_return_sequences=1 if greedy else group_size,
+        max_new_tokens=max_new_tokens, min_length=0, use_cache=True,  # min_new_tokens None: off
+        temperature=1.0 if greedy else temperature, top_k=0 if greedy else top_k, top_p=1.0 if greedy else top_p,
+        typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, repetition_penalty=1.0, encoder_repetition_penalty=1.0,
+        no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, length_penalty=1.0, renormalize_logits=False,
+        remove_invalid_values=False,  # min_p, top_h, bad words, suppressed or forced tokens: None = off
+        eos_token_id=eos_ids_of(tokenizer, model), pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=inner.bos_token_id, decoder_start_token_id=inner.decoder_start_token_id,
+    )
+
+
+@contextmanager
+def _generation_config_of(model: Any, gen_cfg: Any) -> Iterator[None]:
+    """The model's own generation config replaced by ``gen_cfg`` for one call, so that none of its
+    values (min_p, suppressed tokens, ...) fill the options ``gen_cfg`` leaves at None (= off)."""
+    inner = inner_model(model)
+    saved = inner.generation_config
+    inner.generation_config = gen_cfg
+    try:
+        yield
+    finally:
+        inner.generation_config = saved
+
+
 @GENERATORS.register("hf")
 @torch.no_grad()
 def generate_hf(
@@ -208,28 +228,24 @@ def generate_hf(
     """The same with Hugging Face ``generate`` (``num_return_sequences`` = G), for models whose
     forward takes no KV cache argument. ``seeds`` are not used: it samples from torch's global RNG.
 
-    Every sampling option is passed explicitly (the model's own generation_config, e.g. a default
-    top_k=50, is not used), so what is sampled is what the config says.
+    Every sampling option is passed explicitly and the model's own ``generation_config`` is set
+    aside for the call (:func:`hf_generation_config`), so what is sampled is what the config says.
     """
-    from transformers import GenerationConfig
-
     eos = eos_ids_of(tokenizer, model)
-    gen_cfg = GenerationConfig(
-        do_sample=not greedy, temperature=temperature if not greedy else None,
-        top_p=top_p if not greedy else None, top_k=(top_k or None) if not greedy else None,
-        max_new_tokens=max_new_tokens, num_return_sequences=1 if greedy else group_size,
-        eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, use_cache=True,
-    )
+    gen_cfg = hf_generation_config(tokenizer, model, group_size, max_new_tokens, temperature, top_p, top_k, greedy)
+    P = prompt_ids.shape[1]
     if greedy and group_size > 1:  # HF greedy search refuses num_return_sequences > 1
         prompt_ids, prompt_mask = prompt_ids.repeat_interleave(group_size, 0), prompt_mask.repeat_interleave(group_size, 0)
     was_training = model.training
     model.eval()
-    out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=gen_cfg)
+    try:
+        with _generation_config_of(model, gen_cfg):
+            out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=gen_cfg)
+    finally:
+        model.train(was_training)
     if greedy and group_size > 1:
-        return _finish(tokenizer, prompt_ids[::group_size], prompt_mask[::group_size],
-                       out[:, prompt_ids.shape[1]:], eos, group_size)
-    model.train(was_training)
-    return _finish(tokenizer, prompt_ids, prompt_mask, out[:, prompt_ids.shape[1]:], eos, group_size)
+        prompt_ids, prompt_mask = prompt_ids[::group_size], prompt_mask[::group_size]
+    return _finish(tokenizer, prompt_ids, prompt_mask, out[:, P:], eos, group_size)
 
 
 def generate(model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, group_size: int,

@@ -19,6 +19,42 @@ def selective_log_softmax(logits: Tensor, ids: Tensor) -> Tensor:
     return picked - torch.logsumexp(logits, dim=-1)
 
 
+def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """Top-k then nucleus (top-p) filtering: excluded tokens get -inf. [N, V] -> [N, V].
+
+    >>> filter_logits(torch.tensor([[1.0, 3.0, 2.0]]), top_k=2).tolist()
+    [[-inf, 3.0, 2.0]]
+    """
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # [N, 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        drop = probs.cumsum(-1) - probs > top_p  # keep the smallest prefix whose mass reaches top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def sampler_logits(logits: Tensor, ids: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """Logits of the top-k/top-p filtered distribution the tokens ``ids`` were drawn from. [N, C, V] -> [N, C, V].
+
+    Tokens the filter drops get -inf, so that a softmax renormalises over the kept ones. The kept set
+    is each model's own (policy, old or reference), chosen without gradient; the token ``ids`` [N, C]
+    is always kept, so its log-prob is finite even when float noise between the sampling pass and
+    this one moves it just past the top-p boundary, or when the reference would not have kept it.
+
+    >>> sampler_logits(torch.tensor([[[1.0, 3.0, 2.0]]]), torch.tensor([[0]]), top_k=1).tolist()
+    [[[1.0, 3.0, -inf]]]
+    """
+    if not top_k and top_p >= 1.0:
+        return logits
+    V = logits.shape[-1]
+    kept = torch.isfinite(filter_logits(logits.detach().reshape(-1, V), top_k, top_p)).view(logits.shape)
+    kept = kept.scatter(-1, ids.unsqueeze(-1), True)  # [N, C, V]
+    return logits.masked_fill(~kept, float("-inf"))
+
+
 def position_ids_of(attention_mask: Tensor) -> Tensor:
     """Positions that skip left padding, as ``generate`` computes them. [N, L] -> [N, L]."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -98,12 +134,16 @@ def completion_logprobs(
     with_entropy: bool = False,
     entropy_grad: bool = False,
     group_size: int = 1,
+    top_k: int = 0,
+    top_p: float = 1.0,
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probs [N, C] of each completion token given the prompt and earlier completion tokens.
 
     Logits are divided by ``temperature`` so that these are the log-probs of the distribution the
     tokens were sampled from (as in TRL); the old, new and reference log-probs all use the same
-    temperature, so ratios and KL compare like with like. Also returns the entropy [N, C] of that
+    temperature, so ratios and KL compare like with like. With ``top_k``/``top_p`` they are those
+    of the filtered, renormalised distribution (:func:`sampler_logits`); TRL and verl leave the
+    filter out (``top_k=0, top_p=1`` here). Also returns the entropy [N, C] of that
     distribution when ``with_entropy``; it carries a gradient only with ``entropy_grad`` (the
     entropy bonus), otherwise it is only logged. With ``group_size`` G > 1 and rows in groups of
     G identical prompts, each prompt is encoded once and its KV cache shared by the group.
@@ -121,7 +161,7 @@ def completion_logprobs(
         logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_of(mask),
                        use_cache=False, **kwargs).logits  # [N, L', V]
         logits = logits[:, -(C + 1):-1]  # [N, C, V]: position t predicts completion token t
-    logits = logits / temperature
+    logits = sampler_logits(logits / temperature, completion_ids, top_k, top_p)
     logp = selective_log_softmax(logits, completion_ids)  # [N, C]
     entropy = None
     if with_entropy:

@@ -38,10 +38,10 @@ from grpo.core import aggregate, categorical_entropy, explained_variance, gae, g
 from grpo.core import masked_whiten, value_loss
 from grpo.llm.data import Row
 from grpo.llm.generation import Rollout
-from grpo.llm.logprobs import completion_logprobs, selective_log_softmax
+from grpo.llm.logprobs import completion_logprobs, sampler_logits, selective_log_softmax
 from grpo.llm.ppo_config import PPOConfig
 from grpo.llm.rewards import RewardSet
-from grpo.llm.trainer import MICRO_BATCH_SHARES, GRPOTrainer, Groups
+from grpo.llm.trainer import MICRO_BATCH_SHARES, GRPOTrainer, Groups, logprob_filter
 from grpo.llm.value import ValueModel, build_value_model
 from grpo.utils.optim import GuardedStep
 
@@ -117,7 +117,8 @@ class PPOTrainer:
         if not self.value.shared:
             logp, ent = completion_logprobs(self.policy, roll.prompt_ids, roll.prompt_mask, roll.completion_ids,
                                             roll.completion_mask, cfg.temperature, with_entropy,
-                                            entropy_grad=cfg.entropy_coef > 0, group_size=cfg.group_size)
+                                            entropy_grad=cfg.entropy_coef > 0, group_size=cfg.group_size,
+                                            **logprob_filter(cfg))
             values = self.value.completion_values(roll.prompt_ids, roll.prompt_mask, roll.completion_ids,
                                                   roll.completion_mask, cfg.group_size)
             return logp, values, ent
@@ -125,6 +126,7 @@ class PPOTrainer:
         h = self.value.completion_hidden(roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask,
                                          cfg.group_size)  # [n, C, H]
         logits = self.policy.get_output_embeddings()(h).float() / cfg.temperature  # [n, C, V]
+        logits = sampler_logits(logits, roll.completion_ids, **logprob_filter(cfg))
         ent = None
         if with_entropy:
             with torch.set_grad_enabled(cfg.entropy_coef > 0 and torch.is_grad_enabled()):
@@ -144,7 +146,8 @@ class PPOTrainer:
         if self.ref is not None:
             ref_logp = torch.cat([completion_logprobs(self.ref, c.prompt_ids, c.prompt_mask, c.completion_ids,
                                                       c.completion_mask, self.cfg.temperature,
-                                                      group_size=self.cfg.group_size)[0] for c in self._chunks(roll)])
+                                                      group_size=self.cfg.group_size, **logprob_filter(self.cfg))[0]
+                                  for c in self._chunks(roll)])
         return old_logp, old_values, ref_logp
 
     # ------------------------------------------------------------------ advantages

@@ -160,7 +160,8 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
                 metrics, groups = trainer.step(step)
             metrics["train/lr"] = lr
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-                metrics["eval/greedy_accuracy"] = evaluate() or float("nan")
+                acc = evaluate()  # None (no eval set, or not this process): NaN; 0% stays 0
+                metrics["eval/greedy_accuracy"] = float("nan") if acc is None else acc
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 runlog.log(step, metrics)
             if step % cfg.samples_every == 0:

@@ -11,7 +11,10 @@ feeds it tensors. Where this departs from the paper, and why:
 - The policy samples in ``eval`` mode and is updated in ``eval`` mode (dropout off), so that with
   mu = 1 the ratio is exactly 1 at the first update, as the paper's on-policy algorithm assumes.
 - Log-probs are those of the sampling distribution (logits / temperature), for the old, new and
-  reference policies alike (as TRL does); with temperature 1 this is the paper's pi.
+  reference policies alike (as TRL does); with temperature 1 this is the paper's pi. With top-k or
+  top-p on, each model's distribution is filtered and renormalised as the sampler's was
+  (``filtered_logprobs``; TRL and verl use the unfiltered one), and ``sampling/filtered_logprobs``
+  says which in the metrics.
 - With mu = 1 the "old" log-probs are the current ones detached (no extra forward pass): the
   same numbers the generating policy gives, since it has not changed yet.
 - The reward model is not retrained when the reference is reset (iterative GRPO, 4.2): rewards
@@ -33,6 +36,7 @@ import torch
 from torch import Tensor
 
 from grpo.core import Registry, aggregate, group_advantages, grpo_loss, masked_mean, process_advantages
+from grpo.core.advantages import ZERO_STD
 from grpo.llm.config import GRPOConfig
 from grpo.llm.data import Row, batch_indices, columns_of
 from grpo.llm.distributed import Runtime
@@ -50,6 +54,11 @@ MICRO_BATCH_SHARES: Registry = Registry("micro-batch share")
 MICRO_BATCH_SHARES.register("sequence-mean")(lambda m: float((m.sum(-1) > 0).sum()))
 MICRO_BATCH_SHARES.register("token-mean")(lambda m: float(m.sum()))
 MICRO_BATCH_SHARES.register("constant")(lambda m: float(m.shape[0]))
+
+
+def logprob_filter(cfg: GRPOConfig) -> dict[str, Any]:
+    """The top-k/top-p filter the log-probs apply: the sampler's, or none (``filtered_logprobs``)."""
+    return {"top_k": cfg.top_k, "top_p": cfg.top_p} if cfg.filtered_logprobs else {}
 
 
 @dataclass
@@ -75,6 +84,18 @@ def _cat_groups(parts: list[Groups], pad_id: int) -> Groups:
            sc[0].step_weight, None if sc[0].failed is None else torch.cat([p.failed for p in sc])),
         parts[0].zero_std_frac, sum(p.gen_seconds for p in parts),
     )
+
+
+def varied_groups(scored: ScoredBatch, G: int) -> Tensor:
+    """[B] true for groups whose advantages are not all zero: outcome totals that differ, or (a
+    process reward of non-zero weight) step rewards that differ across the group's steps, which
+    :func:`grpo.core.process_advantages` normalises together. Totals leave process rewards out."""
+    varied = scored.total.view(-1, G).std(1) >= ZERO_STD  # [B]
+    if scored.steps is not None and scored.step_weight != 0:
+        for b in range(len(varied)):
+            r = [x for s in scored.steps[b * G:(b + 1) * G] if s for x in s.rewards]
+            varied[b] |= len(r) > 1 and float(torch.tensor(r, dtype=torch.float64).std()) >= ZERO_STD
+    return varied
 
 
 def step_token_ends(tokenizer: Any, completion_ids: Tensor, steps: list[StepRewards | None],
@@ -138,7 +159,7 @@ class GRPOTrainer:
         scored = self.rewards([t for t in texts for _ in range(G)], roll.completions,
                               completion_lengths=roll.lengths.tolist(), max_new_tokens=cfg.max_new_tokens,
                               **columns_of(rows, G))
-        zero = float((scored.total.view(-1, G).std(1) < 1e-6).float().mean())
+        zero = float((~varied_groups(scored, G)).float().mean())
         return Groups(rows, texts, roll, scored, zero, gen_seconds)
 
     def collect(self, step: int) -> Groups:
@@ -159,7 +180,7 @@ class GRPOTrainer:
                 pool = rng.sample(self.rows, min(cfg.prompts_per_step, len(self.rows)))
                 groups = self.sample_groups(pool, prompt_keys(cfg.seed, step, round_, list(range(len(pool)))))
             gen_seconds += groups.gen_seconds
-            varied = (groups.scored.total.view(-1, G).std(1) >= 1e-6).nonzero().flatten()  # [b]
+            varied = varied_groups(groups.scored, G).nonzero().flatten()  # [b]
             if len(varied):
                 kept.append(self._select(groups, varied, (varied[:, None] * G + torch.arange(G)).flatten()))
             if sum(len(k.rows) for k in kept) >= cfg.prompts_per_step:
@@ -202,7 +223,7 @@ class GRPOTrainer:
         # Rows in whole groups share their prompt's encoding (checked inside; else a plain forward).
         return completion_logprobs(model, roll.prompt_ids[rows], roll.prompt_mask[rows], roll.completion_ids[rows],
                                    roll.completion_mask[rows], self.cfg.temperature, group_size=self.cfg.group_size,
-                                   **kw)
+                                   **logprob_filter(self.cfg), **kw)
 
     def _no_grad_logprobs(self, model: Any, roll: Rollout) -> Tensor:
         with torch.no_grad():
@@ -298,6 +319,8 @@ class GRPOTrainer:
         out["reward/total/mean"] = float(totals.mean()) if len(totals) else float("nan")
         if accuracy is not None and len(accuracy):
             out["train/accuracy"] = float(accuracy.mean())
+        if self.cfg.top_k or self.cfg.top_p < 1.0:  # 1: log-probs of the filtered distribution; 0: the full one
+            out["sampling/filtered_logprobs"] = float(self.cfg.filtered_logprobs)
         tokens = float(lengths.sum())
         out.update({
             "completions/mean_length": float(lengths.mean()) if len(lengths) else 0.0,

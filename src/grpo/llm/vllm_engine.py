@@ -86,6 +86,8 @@ class VLLMGenerator:
         params = [self.vllm.SamplingParams(
             n=n, temperature=0.0 if greedy else temperature, top_p=1.0 if greedy else top_p,
             top_k=-1 if greedy or not top_k else top_k, max_tokens=max_new_tokens, stop_token_ids=eos,
+            # stated, not left to defaults: the log-probs assume no penalty and no min-p filter
+            min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0,
             seed=None if seeds is None else int(seeds[b]) % (2 ** 31 - 1), detokenize=False)
             for b in range(len(prompts))]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
