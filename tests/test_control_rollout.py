@@ -97,3 +97,35 @@ def test_grpo_agent_seeds_are_reproducible():
     assert torch.equal(b1.actions, b2.actions)
     assert all(torch.equal(x, y) for x, y in zip(p1, p2))
     assert np.isfinite(b1.returns.numpy()).all()
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_ppo_rollout_state_round_trips_through_json_mid_episode(env_id):
+    """A collector rebuilt from the JSON of another's state continues exactly as the original does:
+    CartPole has auto-resets drawn from np_random inside the rollout, Pendulum (continuous actions,
+    200-step episodes) is mid-episode at every rollout's end."""
+    import json
+
+    info = env_info(env_id)
+    torch.manual_seed(0)
+    actor, critic = Actor(info), Critic(info)
+    a = StepCollector(info, n_envs=3, seed=5)
+    a.collect(actor, critic, 70)
+    b = StepCollector(info, n_envs=3, seed=99)  # other seeds: only the loaded state can make it match
+    b.load_state(json.loads(json.dumps(a.state())))
+    torch.manual_seed(1)
+    batch_a = a.collect(actor, critic, 140)  # Pendulum's first episodes end at step 200
+    torch.manual_seed(1)
+    batch_b = b.collect(actor, critic, 140)
+    assert torch.equal(batch_a.obs, batch_b.obs) and torch.equal(batch_a.rewards, batch_b.rewards)
+    assert batch_a.episode_returns == batch_b.episode_returns and batch_a.episode_returns  # whole returns
+    assert torch.equal(batch_a.episode_end, batch_b.episode_end)
+
+
+def test_ppo_rollout_state_that_does_not_replay_is_refused():
+    info = env_info("CartPole-v1")
+    a = StepCollector(info, n_envs=2, seed=5)
+    state = a.state()
+    state["obs"][1][0] += 1.0
+    with pytest.raises(ValueError, match="did not replay to the saved observations"):
+        StepCollector(info, n_envs=2, seed=5).load_state(state)

@@ -52,12 +52,28 @@ def test_run_folder_guard(tmp_path):
     assert prepare_run_dir(tmp_path, resume=False, overwrite=False) is None  # empty: fine
     (tmp_path / "metrics.jsonl").write_text("{}\n")
     (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "checkpoint-notes").mkdir()  # the user's, though it starts like a checkpoint
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "thesis.tex").write_text("mine")
+    (tmp_path / "final-merged").mkdir()  # --save-merged's
+    (tmp_path / ".checkpoint-000004.tmp").mkdir()  # half a checkpoint, left by a crash
     with pytest.raises(FileExistsError, match="already holds a run"):
         prepare_run_dir(tmp_path, resume=False, overwrite=False)
-    with pytest.raises(ValueError, match="holds no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="holds no run_config.json"):
         prepare_run_dir(tmp_path, resume=True, overwrite=False)
+    with pytest.raises(ValueError, match="--resume and --overwrite"):
+        prepare_run_dir(tmp_path, resume=True, overwrite=True)
     assert prepare_run_dir(tmp_path, resume=False, overwrite=True) is None
-    assert not (tmp_path / "metrics.jsonl").exists() and (tmp_path / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-notes", "docs", "notes.txt"]
+    assert (tmp_path / "docs" / "thesis.tex").read_text() == "mine"
+
+
+def test_resume_before_the_first_checkpoint_starts_again_clean(tmp_path):
+    for name in ("run_config.json", "metrics.jsonl", "samples.jsonl", "notes.txt"):
+        (tmp_path / name).write_text("{}\n")
+    (tmp_path / ".checkpoint-000002.tmp").mkdir()  # killed while writing the first checkpoint
+    assert prepare_run_dir(tmp_path, resume=True, overwrite=False) is None  # step 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "run_config.json"]
 
 
 def test_chat_prompts_use_the_template(random_tiny):

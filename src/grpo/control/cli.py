@@ -67,10 +67,13 @@ def split_options(algo: str, args: argparse.Namespace) -> tuple[dict, dict]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from grpo.control.train import RunConfig, algo_config, train
+    from grpo.control.train import RUN_FILES, RunConfig, algo_config, train
     from grpo.utils.io import read_json
 
-    if args.resume and args.out and (Path(args.out) / "config.json").exists():
+    if args.resume:
+        if not args.out:
+            raise ValueError("--resume needs --out DIR, the folder of the run to continue")
+        RUN_FILES.prepare(Path(args.out), resume=True, overwrite=args.overwrite)  # refuses a folder without config.json
         # Resume with the run's own configuration; flags given now (e.g. --total-steps) on top.
         saved = read_json(Path(args.out) / "config.json")
         algo = saved["algo"]

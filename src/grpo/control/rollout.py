@@ -121,13 +121,49 @@ class StepCollector:
     """PPO's rollouts: N environments stepped in lockstep, each reset as soon as its episode ends
     (same-step auto-reset), keeping the final observation of a truncated episode to bootstrap
     its value. A plain loop rather than gymnasium's SyncVectorEnv, whose per-step bookkeeping
-    cost about as much as CartPole itself."""
+    cost about as much as CartPole itself.
+
+    Episodes run across rollouts, so a checkpoint must hold the environments mid-episode. Without
+    pickling them, :meth:`state` records how each env's current episode began (its reset seed, or
+    the state of the env's ``np_random`` just before an auto-reset) and the actions taken since;
+    :meth:`load_state` resets and replays them. A gymnasium env draws all its randomness from
+    ``np_random``, so the replay reaches the same internal state, checked on the observation.
+    """
 
     def __init__(self, info: EnvInfo, n_envs: int, seed: int):
         self.info, self.n_envs = info, n_envs
         self.envs = [make_env(info.env_id, info.max_episode_steps) for _ in range(n_envs)]
         self.obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(self.envs)]).astype(np.float32)  # [N, D]
         self.running_return = np.zeros(n_envs)
+        self._starts: list[dict] = [{"seed": seed + i} for i in range(n_envs)]  # how each episode began
+        self._actions: list[list] = [[] for _ in range(n_envs)]  # env actions since then
+
+    def state(self) -> dict:
+        """JSON-able state of the environments: per env, its episode's start and actions so far."""
+        return {"starts": self._starts, "actions": [[np.asarray(a).tolist() for a in acts] for acts in self._actions],
+                "obs": self.obs.tolist()}
+
+    def load_state(self, state: dict) -> None:
+        """Bring every env to where :meth:`state` found it, by reset and replay."""
+        dtype = None if self.info.discrete else np.float32
+        for i, env in enumerate(self.envs):
+            start, actions = state["starts"][i], state["actions"][i]
+            if "seed" in start:
+                obs, _ = env.reset(seed=start["seed"])
+            else:
+                rng = np.random.Generator(getattr(np.random, start["rng"]["bit_generator"])())
+                rng.bit_generator.state = start["rng"]
+                env.unwrapped.np_random = rng
+                obs, _ = env.reset()
+            self.running_return[i] = 0.0
+            for a in actions:
+                obs, r, *_ = env.step(np.asarray(a, dtype=dtype) if dtype else a)
+                self.running_return[i] += r
+            self.obs[i] = obs
+            self._starts[i], self._actions[i] = start, list(actions)
+        if not np.array_equal(self.obs, np.asarray(state["obs"], dtype=np.float32)):
+            raise ValueError(f"env: {self.info.env_id} did not replay to the saved observations (does it draw "
+                             "randomness outside its np_random?); the run cannot be resumed exactly")
 
     def collect(self, actor: Actor, critic: Critic, n_steps: int) -> StepBatch:
         N, T, D = self.n_envs, n_steps, self.info.obs_dim
@@ -154,12 +190,15 @@ class StepCollector:
                     o, r, term, trunc, _ = env.step(env_actions[i])
                     rewards[i, t], terminated[i, t] = r, term
                     self.running_return[i] += r
+                    self._actions[i].append(env_actions[i])
                     if term or trunc:
                         ended[i, t] = True
                         finished.append(float(self.running_return[i]))
                         self.running_return[i] = 0.0
                         if not term:
                             truncated_final.append((i, o))
+                        self._starts[i] = {"rng": env.unwrapped.np_random.bit_generator.state}
+                        self._actions[i] = []
                         o, _ = env.reset()
                     self.obs[i] = o
                 if truncated_final:

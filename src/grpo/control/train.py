@@ -8,13 +8,17 @@ this module runs it for ``total_steps`` env steps and writes the run folder:
   eval.jsonl      the evaluation protocol (grpo.control.evaluation), one line per evaluation
   summary.json    algo, env, seed, total_steps, train_wall_s, final_eval, stable_solve_step, ...
   checkpoint/     model.safetensors + state.json + optim.pt, replaced atomically
+
+``--overwrite`` deletes only these (``RUN_FILES``); ``--resume`` continues from the checkpoint with
+the logs cut back to it, or, when the run died before its first checkpoint, starts it again clean.
+A resumed run ends with the same weights and logs as an uninterrupted one (the RNG states, the
+reset-seed stream and PPO's environments mid-episode are in the checkpoint).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +35,9 @@ from grpo.control.grpo import GRPOAgent, GRPOConfig
 from grpo.control.naive import NaiveGRPOAgent, NaiveGRPOConfig
 from grpo.control.policies import Actor
 from grpo.control.ppo import PPOAgent, PPOConfig
-from grpo.utils.io import AtomicDir, JsonlWriter, load_tensors, read_json, read_jsonl, resolve_dir, save_tensors, torch_load, torch_save, write_json
+from grpo.utils.io import (AtomicDir, JsonlWriter, load_tensors, read_json, read_jsonl, resolve_dir, save_tensors, torch_load,
+                           torch_save, truncate_jsonl, write_json)
+from grpo.utils.runfolder import RunFiles
 from grpo.utils.runtime import peak_rss_mb, seed_everything
 
 # algo name -> (config dataclass, agent class)
@@ -77,14 +83,8 @@ def algo_config(algo: str, env_id: str, overrides: dict[str, Any] | None = None)
     return cls(**values)
 
 
-def prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder unless told to resume or overwrite."""
-    if out.exists() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-        elif not resume:
-            raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
-    out.mkdir(parents=True, exist_ok=True)
+# What a run writes into its folder (see the module docstring); nothing else there is touched.
+RUN_FILES = RunFiles(("config.json", "metrics.jsonl", "eval.jsonl", "summary.json", "checkpoint"), config="config.json")
 
 
 def train(algo: str, run: RunConfig, algo_cfg=None, out: str | Path = "runs/default",
@@ -94,7 +94,8 @@ def train(algo: str, run: RunConfig, algo_cfg=None, out: str | Path = "runs/defa
     out = Path(out)
     info = env_info(run.env, run.max_episode_steps)
     algo_cfg = algo_cfg if algo_cfg is not None else algo_config(algo, run.env)
-    prepare_out_dir(out, resume, overwrite)
+    RUN_FILES.prepare(out, resume, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(run.torch_threads)
     seed_everything(run.seed)
     agent = ALGOS[algo][1](algo_cfg, info, run.seed)
@@ -103,8 +104,10 @@ def train(algo: str, run: RunConfig, algo_cfg=None, out: str | Path = "runs/defa
     state = {"iteration": 0, "env_steps": 0, "train_wall_s": 0.0}
     if resume and resolve_dir(out / "checkpoint") is not None:
         state = load_checkpoint(out, agent)
-        _truncate_logs(out, state["env_steps"])
+        for name in ("metrics.jsonl", "eval.jsonl"):  # what was logged after the checkpoint is redone
+            truncate_jsonl(out / name, lambda r: r.get("env_steps", 0) <= state["env_steps"])
     else:
+        RUN_FILES.remove(out)  # fresh, or resumed before the first checkpoint: start clean
         write_json(out / "config.json", {"algo": algo, "run": dataclasses.asdict(run),
                                          "algo_config": dataclasses.asdict(algo_cfg), "env_info": dataclasses.asdict(info)})
     evals = read_jsonl(out / "eval.jsonl") if (out / "eval.jsonl").exists() else []
@@ -199,6 +202,10 @@ def save_checkpoint(out: Path, agent, algo: str, info: EnvInfo, progress: dict[s
     state = {"algo": algo, "env_info": dataclasses.asdict(info), "config": dataclasses.asdict(agent.cfg), **progress}
     if hasattr(agent, "seed_rng"):
         state["seed_rng"] = agent.seed_rng.bit_generator.state
+    if hasattr(agent.collector, "state"):  # PPO's environments, mid-episode
+        state["collector"] = agent.collector.state()
+    if hasattr(agent, "step"):
+        state["skipped"] = [agent.step.skipped_in_a_row, agent.step.skipped_total]
     with AtomicDir(out / "checkpoint") as tmp:
         save_tensors(tmp / "model.safetensors", tensors)
         (tmp / "state.json").write_text(json.dumps(state, default=int))
@@ -220,20 +227,12 @@ def load_checkpoint(out: Path, agent) -> dict[str, Any]:
     torch.set_rng_state(extra["torch_rng"])
     if "seed_rng" in state:
         agent.seed_rng.bit_generator.state = state["seed_rng"]
+    if "collector" in state:
+        agent.collector.load_state(state["collector"])
+    if "skipped" in state:
+        agent.step.skipped_in_a_row, agent.step.skipped_total = state["skipped"]
     agent.iteration = state["iteration"]
     return {k: state[k] for k in ("iteration", "env_steps", "train_wall_s")}
-
-
-def _truncate_logs(out: Path, env_steps: int) -> None:
-    """Drop log lines written after the checkpoint we resume from (they will be redone), and a
-    last line cut by a crash."""
-    for name in ("metrics.jsonl", "eval.jsonl"):
-        path = out / name
-        if path.exists():
-            keep = [r for r in read_jsonl(path, skip_bad_lines=True) if r.get("env_steps", 0) <= env_steps]
-            with JsonlWriter(path, mode="w") as writer:
-                for record in keep:
-                    writer.write(record)
 
 
 def load_actor(checkpoint: str | Path) -> tuple[Actor, EnvInfo]:

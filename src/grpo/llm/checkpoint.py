@@ -4,6 +4,9 @@ A checkpoint folder ``checkpoint-000050/`` holds the policy and tokenizer as a n
 ``optimizer.pt`` (``torch_save``; loaded with ``weights_only=True``), ``rng.pt``, ``trainer_state.json``
 and, when the reference has been reset away from the initial model, ``reference/``. It is written
 into a temporary folder and renamed into place, so a crash never leaves half a checkpoint.
+
+``--resume`` continues from the newest checkpoint, or, when the run died before its first one, starts it
+again from step 0; either way the logs are cut back to the step it continues from (:class:`RunLog`).
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ from typing import Any
 import torch
 
 from grpo.utils.io import AtomicDir, read_json, torch_load, torch_save, write_json
+from grpo.utils.runfolder import RunFiles
 
-RUN_FILES = ("metrics.jsonl", "samples.jsonl", "run_config.json", "summary.json", "final", "tb")
+# What a run writes into --out; --overwrite deletes these and nothing else.
+RUN_FILES = RunFiles(("metrics.jsonl", "samples.jsonl", "run_config.json", "summary.json", "final", "final-merged", "tb"),
+                     config="run_config.json", pattern=r"checkpoint-\d+")
 
 
 def _atomic_dir(target: Path, fill: Any) -> None:
@@ -77,23 +83,14 @@ def load_trainer_state(path: Path, optimizer: torch.optim.Optimizer) -> dict[str
 
 
 def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
-    """Check the run folder; returns the checkpoint to resume from (None for a fresh run).
+    """Check the run folder; returns the checkpoint to resume from (None: start at step 0).
 
     A folder that already holds a run is an error unless ``resume`` or ``overwrite``; overwrite
-    removes only this trainer's files, never anything else in the folder.
+    removes only this trainer's files, never anything else in the folder. ``resume`` needs the run's
+    ``run_config.json``; a run that died before its first checkpoint starts again clean.
     """
-    has_run = any((out / f).exists() for f in RUN_FILES) or bool(list_checkpoints(out))
-    if resume:
-        ckpts = list_checkpoints(out)
-        if not ckpts:
-            raise ValueError(f"--resume: {out} holds no checkpoint (save with --save-every N)")
-        return ckpts[-1]
-    if has_run and not overwrite:
-        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or --overwrite to replace it")
-    if has_run:
-        for name in RUN_FILES:
-            p = out / name
-            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-        for p in out.glob("checkpoint-*"):
-            shutil.rmtree(p, ignore_errors=True)
-    return None
+    RUN_FILES.prepare(out, resume, overwrite)
+    ckpts = list_checkpoints(out) if resume else []
+    if resume and not ckpts:
+        RUN_FILES.remove(out, keep=(RUN_FILES.config,))
+    return ckpts[-1] if ckpts else None

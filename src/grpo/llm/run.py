@@ -106,6 +106,8 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     check_scale_out(cfg, rt, log)
     with rt.main_first():  # the main process checks (and with --overwrite clears) the folder first
         resume_from = prepare_run_dir(out, cfg.resume, cfg.overwrite)
+    if cfg.resume and resume_from is None:
+        log(f"--resume: {out} holds no checkpoint yet; starting the run again from step 0")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)

@@ -7,23 +7,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from grpo.utils.io import JsonlWriter, read_jsonl
-
-
-def truncate_jsonl(path: Path, before_step: int) -> None:
-    """Keep the records of steps < ``before_step`` (a resumed run rewrites the steps after its checkpoint)."""
-    if not path.exists():
-        return
-    keep = [r for r in read_jsonl(path, skip_bad_lines=True) if r.get("step", -1) < before_step]
-    with JsonlWriter(path, mode="w") as w:
-        for r in keep:
-            w.write(r)
+from grpo.utils.io import JsonlWriter, truncate_jsonl
 
 
 class RunLog:
+    """The run's logs from ``start_step`` on: records of later steps, logged before a crash by the run
+    being resumed, are dropped (in TensorBoard too, by its purge step), since those steps are redone."""
+
     def __init__(self, out: Path, tensorboard: bool = True, start_step: int = 0):
-        truncate_jsonl(out / "metrics.jsonl", start_step)
-        truncate_jsonl(out / "samples.jsonl", start_step)
+        for name in ("metrics.jsonl", "samples.jsonl"):
+            truncate_jsonl(out / name, lambda r: r.get("step", -1) < start_step)
         self.metrics = JsonlWriter(out / "metrics.jsonl")
         self.samples = JsonlWriter(out / "samples.jsonl")
         self.tb = None
@@ -31,7 +24,7 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(out / "tb"))
+                self.tb = SummaryWriter(str(out / "tb"), purge_step=start_step or None)
             except ImportError:  # TensorBoard is optional
                 self.tb = None
 

@@ -120,6 +120,23 @@ def read_jsonl(path: str | Path, skip_bad_lines: bool = False) -> list[dict[str,
     return out
 
 
+def truncate_jsonl(path: str | Path, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Rewrite a JSON-lines log with only the records ``keep`` accepts (and without a last line cut by
+    a crash): a resumed run drops what it logged after the checkpoint it continues from, since it
+    will log those steps again."""
+    path = Path(path)
+    if not path.exists():
+        return
+    records = [r for r in read_jsonl(path, skip_bad_lines=True) if keep(r)]
+
+    def write(tmp: str) -> None:
+        with JsonlWriter(tmp, mode="w") as writer:
+            for record in records:
+                writer.write(record)
+
+    atomic_write(path, write)
+
+
 class AtomicDir:
     """Write a folder (e.g. a checkpoint) so that a crash never leaves a half-written one.
 

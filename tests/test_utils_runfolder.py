@@ -1,0 +1,40 @@
+"""Which entries of a run folder are the trainer's: its names, its numbered entries and the crash
+leftovers of atomic writes; nothing else."""
+
+import doctest
+from pathlib import Path
+
+import pytest
+
+from grpo.utils import io, runfolder
+from grpo.utils.io import AtomicDir, atomic_write
+from grpo.utils.runfolder import RunFiles
+
+FILES = RunFiles(("config.json", "metrics.jsonl", "checkpoint"), config="config.json", pattern=r"checkpoint-\d+")
+
+
+@pytest.mark.parametrize("module", [runfolder, io])
+def test_docstring_examples(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("name", ["config.json", "metrics.jsonl", "checkpoint", "checkpoint-000050", "checkpoint-1234567",
+                                  ".checkpoint.tmp", ".checkpoint.old", ".checkpoint-000050.tmp", ".config.json.ab_3cd9z.tmp"])
+def test_owns_the_trainers_entries(name):
+    assert FILES.owns(name)
+
+
+@pytest.mark.parametrize("name", ["thesis.tex", "docs", "checkpoint-notes", "checkpoints", "config.json.bak", ".config.json",
+                                  ".notes.tmp", "my-checkpoint", "metrics.jsonl.old", ".checkpoint-notes.tmp"])
+def test_leaves_everything_else(name):
+    assert not FILES.owns(name)
+
+
+def test_owns_the_temporary_names_the_atomic_writers_really_use(tmp_path):
+    """What a crash in the middle of atomic_write or AtomicDir would leave in the folder."""
+    used = []
+    atomic_write(tmp_path / "config.json", lambda tmp: (used.append(tmp), open(tmp, "w").close()))
+    dir_writer = AtomicDir(tmp_path / "checkpoint")
+    names = [Path(used[0]).name, dir_writer.tmp.name, dir_writer.old.name]
+    assert names[0] != "config.json" and all(FILES.owns(n) for n in names), names
