@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 MODULES = ["grpo.llm.rewards.answer", "grpo.llm.rewards.fmt", "grpo.llm.rewards.length", "grpo.llm.rewards.process",
-           "grpo.llm.rewards.base", "grpo.llm.generation", "grpo.llm.evaluation", "grpo.llm.schedules"]
+           "grpo.llm.rewards.base", "grpo.llm.generation", "grpo.llm.evaluation", "grpo.llm.schedules",
+           "grpo.llm.rewards.plugins", "grpo.llm.sample"]
 
 
 @pytest.mark.parametrize("name", MODULES)

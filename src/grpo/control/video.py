@@ -10,6 +10,7 @@ delays), so a GIF's frame count can be lower than the steps played; an MP4's is 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,9 @@ def render_env(env_id: str, max_episode_steps: int | None = None) -> gym.Env:
     spec = gym.spec(env_id.split(":")[-1])
     kwargs = {"max_episode_steps": max_episode_steps} if max_episode_steps else {}
     try:
-        env = gym.make(env_id, render_mode="rgb_array", disable_env_checker=True, **kwargs)
+        with warnings.catch_warnings():  # an env without rgb_array is refused below, in one line
+            warnings.simplefilter("ignore")
+            env = gym.make(env_id, render_mode="rgb_array", disable_env_checker=True, **kwargs)
     except TypeError as err:
         raise ValueError(f"env {spec.id} does not render (its constructor takes no render_mode: {err})") from None
     if "rgb_array" not in env.metadata.get("render_modes", []):

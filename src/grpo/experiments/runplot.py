@@ -116,8 +116,9 @@ def choose_metrics(runs: Sequence[RunSeries], wanted: Sequence[str] | None = Non
     return chosen
 
 
-def plot_runs(runs: Sequence[RunSeries], metrics: Sequence[str], out: str | Path) -> Path:
-    """One panel per metric, one line per run; written to ``out`` (.png or .svg)."""
+def plot_runs(runs: Sequence[RunSeries], metrics: Sequence[str], out: str | Path) -> list[tuple[str, str]]:
+    """One panel per metric, one line per run, written to ``out`` (.png or .svg); returns the panels
+    drawn as (metric, x axis)."""
     from grpo.experiments.plots import _colors, plt
 
     out = Path(out)
@@ -149,7 +150,7 @@ def plot_runs(runs: Sequence[RunSeries], metrics: Sequence[str], out: str | Path
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
-    return out
+    return panels
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -168,6 +169,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_plot(args: argparse.Namespace) -> int:
     runs = read_runs(args.runs)
     metrics = choose_metrics(runs, args.metrics)
-    path = plot_runs(runs, metrics, args.out)
-    print(f"{path}: {len(metrics)} metric(s) ({', '.join(metrics)}) of {len(runs)} run(s)")
+    panels = plot_runs(runs, metrics, args.out)
+    print(f"{args.out}: {len(panels)} panel(s) ({', '.join(metrics)}) of {len(runs)} run(s)")
     return 0
