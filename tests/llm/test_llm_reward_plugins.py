@@ -89,7 +89,12 @@ def test_train_with_a_plugin_reward(tiny_path, rewards_module, tmp_path, capsys)
 @pytest.mark.parametrize("spec, message", [
     ("no_such_rewards_xyz:fn", "no module named 'no_such_rewards_xyz'"),
     ("{m}:one_completion", "takes no **kwargs"), ("{m}:quarter:x", "WEIGHT"), ("nosuchname", "unknown reward")])
-def test_train_refuses_bad_reward_before_anything(tiny_path, rewards_module, tmp_path, capsys, spec, message):
+def test_train_refuses_bad_reward_before_anything(tiny_path, rewards_module, tmp_path, capsys, monkeypatch,
+                                                  spec, message):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the tokenizer was loaded before the reward was checked")
+
+    monkeypatch.setattr("grpo.llm.run.load_tokenizer", no_loading)
     out = tmp_path / "run"
     assert main(["llm", "train", "--model", str(tiny_path), "--out", str(out), "--steps", "1", *FAST,
                  "--reward", spec.format(m=rewards_module)]) == 2

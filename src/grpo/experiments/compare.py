@@ -139,12 +139,9 @@ def resolve(path: str) -> Callable:
 _PROGRESS: Any = None  # the queue a worker reports (run index, env steps) on
 
 
-def _init_worker(progress_queue, parent_path: list[str]) -> None:
+def _init_worker(progress_queue) -> None:
     global _PROGRESS
     _PROGRESS = progress_queue
-    # The fork server may predate a folder the parent put on sys.path since (where a user's
-    # ``module:EnvId`` lives); a run must import what the parent could.
-    sys.path.extend(p for p in parent_path if p not in sys.path)
 
 
 def _run_one(index: int, spec: RunSpec, out: str) -> int:
@@ -203,7 +200,7 @@ def execute(specs: Sequence[RunSpec], root: Path, jobs: int, progress: bool = Tr
     finished = len(done_before)
     try:
         with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(todo) or 1)), mp_context=ctx,
-                                 initializer=_init_worker, initargs=(progress_queue, list(sys.path)), **kwargs) as pool:
+                                 initializer=_init_worker, initargs=(progress_queue,), **kwargs) as pool:
             pending: dict[Future, int] = {pool.submit(_run_one, i, specs[i], str(root / specs[i].folder)): i for i in todo}
             while pending:
                 done, _ = wait(list(pending), timeout=0.25, return_when=FIRST_COMPLETED)
