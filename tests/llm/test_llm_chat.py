@@ -113,3 +113,41 @@ def test_sample_prints_prompts_completions_and_rewards(tiny_path, tmp_path, monk
     assert main(["llm", "sample", "--model", str(tiny_path), "--reward", "sample_rw:per_sample"]) == 2
     err = capsys.readouterr().err
     assert "sample_rw:per_sample" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow  # a fresh interpreter (torch, transformers): some seconds
+def test_chat_in_a_pseudo_terminal(tiny_path):
+    """The real command on a terminal: the prompt appears, a reply streams back, /quit ends it."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+
+    main_fd, child_fd = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-m", "grpo", "llm", "chat", "--model", str(tiny_path), "--greedy"],
+                            stdin=child_fd, stdout=child_fd, stderr=child_fd, env=env, close_fds=True)
+    os.close(child_fd)
+
+    def read_until(marker: bytes, timeout: float = 120.0) -> bytes:
+        seen = b""
+        while marker not in seen:
+            ready, _, _ = select.select([main_fd], [], [], timeout)
+            assert ready, f"no {marker!r} in {seen!r}"
+            seen += os.read(main_fd, 4096)
+        return seen
+
+    try:
+        assert b"/reset" in read_until(b"> ")
+        os.write(main_fd, b"12+34=\r")
+        after = read_until(b"> ").replace(b"\r", b"")
+        from grpo.llm.models import load_model, load_tokenizer
+
+        reply = _greedy(load_model(str(tiny_path)), load_tokenizer(str(tiny_path)), ["12+34="])[0]
+        assert f"12+34=\n{reply}\n> ".encode() in after  # the terminal echoes the line typed
+        os.write(main_fd, b"/quit\r")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+        os.close(main_fd)
