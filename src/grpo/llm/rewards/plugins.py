@@ -4,7 +4,9 @@ A spec is a built-in ``NAME[:WEIGHT]`` when what follows its first ``:`` is a nu
 nothing), else ``MODULE:FUNCTION[:WEIGHT]``: a function name is never a number, so
 ``format:0.5``, ``my_rewards:exact`` and ``my_rewards:exact:0.5`` read one way each. The
 function is imported and its signature checked against the reward protocol
-(:class:`grpo.llm.rewards.base.RewardFn`) at start-up, before any model is loaded.
+(:class:`grpo.llm.rewards.base.RewardFn`) at start-up, before any model is loaded. It is logged
+under its own name (``reward/exact_json/mean``); a function with ``fn.accuracy = True`` is counted
+as the accuracy check, and the named parameters it requires (``answer``) as the columns it needs.
 """
 
 from __future__ import annotations
