@@ -9,7 +9,8 @@ import pytest
 
 MODULES = ["grpo.llm.rewards.answer", "grpo.llm.rewards.fmt", "grpo.llm.rewards.length", "grpo.llm.rewards.process",
            "grpo.llm.rewards.execution", "grpo.llm.rewards.code_tests",
-           "grpo.llm.rewards.base", "grpo.llm.generation", "grpo.llm.evaluation", "grpo.llm.schedules"]
+           "grpo.llm.rewards.base", "grpo.llm.generation", "grpo.llm.evaluation", "grpo.llm.schedules",
+           "grpo.llm.rewards.plugins", "grpo.llm.sample"]
 
 
 @pytest.mark.parametrize("name", MODULES)

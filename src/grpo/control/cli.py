@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--env", default=None, help="environment id (default: the one it was trained on)")
     ev.add_argument("--episodes", type=int, default=20, help="episodes (reset seeds --seed0 ..)")
     ev.add_argument("--seed0", type=int, default=10_000, help="first reset seed")
+    ev.add_argument("--video", default=None, metavar="FILE.mp4|.gif",
+                    help="also render greedy episodes (seeds --seed0 ..) to this file (pip install 'grpo-lab[video]')")
+    ev.add_argument("--video-episodes", type=int, default=1, help="episodes in the video")
+    ev.add_argument("--video-fps", type=float, default=None, help="frames per second (default: the env's)")
     add_config_option(ev)
     ev.set_defaults(func=run_eval)
 
@@ -114,7 +118,18 @@ def run_eval(args: argparse.Namespace) -> int:
         raise ValueError(f"env: {env_id}'s spaces do not match those of {info.env_id}, the policy's env")
     if args.episodes < 1:
         raise ValueError("--episodes must be >= 1")
+    if args.video:
+        from grpo.control.video import check_video
+
+        check_video(args.video, env_id)  # before the evaluation: bad extension, no renderer, no imageio
     returns = evaluate_policy(greedy_fn(actor), env_id, args.episodes, args.seed0, info.max_episode_steps)
     print(f"{env_id}: mean return {np.mean(returns):.2f} +- {np.std(returns):.2f} over {len(returns)} "
           f"episodes (min {np.min(returns):.1f}, max {np.max(returns):.1f})")
+    if args.video:
+        from grpo.control.video import record_video
+
+        v = record_video(greedy_fn(actor), env_id, args.video, args.video_episodes, args.seed0,
+                         info.max_episode_steps, args.video_fps)
+        print(f"video: {v.path} ({v.frames} frames, {v.width}x{v.height}, {v.fps:g} fps; "
+              f"returns {', '.join(f'{r:.1f}' for r in v.returns)})")
     return 0

@@ -25,7 +25,15 @@ class EnvInfo:
 
 
 def check_env_id(env_id: str) -> None:
-    """Raise a ValueError naming close matches when ``env_id`` is not registered."""
+    """Raise a ValueError naming close matches when ``env_id`` is not registered.
+
+    ``module:EnvId`` (gymnasium's convention) imports the module first, which registers the env.
+    """
+    if ":" in env_id:
+        from grpo.utils.imports import import_module, split_ref
+
+        module, env_id = split_ref(env_id, "env")
+        import_module(module, f"env {module}:{env_id}")
     if env_id in gym.registry:
         return
     close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.5)

@@ -36,10 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output folder (default: runs/compare-<time>)")
     p.add_argument("--resume", action="store_true", help="reuse the finished runs in --out, run the rest")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--video", nargs="?", const="gif", default=None, choices=("gif", "mp4"),
+                   help="also write a short clip of each algorithm's best seed per env to videos/ "
+                        "(gif when no format is given; pip install 'grpo-lab[video]')")
     from grpo.utils.config import add_config_option
 
     add_config_option(p)
     p.set_defaults(func=run_compare)
+    from grpo.experiments import runplot
+
+    runplot.register(sub)
 
 
 def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -77,6 +83,10 @@ def run_compare(args: argparse.Namespace) -> int:
     specs = plan(args.env, args.algos, list(range(args.seed0, args.seed0 + args.seeds)), args.total_steps,
                  args.group_sizes, parse_sets(args.sets), args.eval_every)
     validate(specs)
+    if args.video:
+        from grpo.experiments.clips import check_clips
+
+        check_clips(args.video, args.env)  # before training: format, packages, renderers
     out = Path(args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise FileExistsError(f"{out} is not empty; pass --resume to finish the runs it holds, or another --out")
@@ -86,6 +96,10 @@ def run_compare(args: argparse.Namespace) -> int:
     result = compare(specs, out, args.jobs, progress=not args.no_progress, resume=args.resume,
                      meta={"command": ["grpo", *sys.argv[1:]] if sys.argv and "grpo" in sys.argv[0] else None})
     rows = [Row(**r) for r in result["rows"]]
+    if args.video:
+        from grpo.experiments.clips import write_clips
+
+        result["figures"] += [str(p.relative_to(out)) for p in write_clips(out, specs, args.video)]
     print()
     print(to_text(rows), end="")
     print(f"\nwall {result['meta']['wall_s']} s. results in {out}/: table.md, table.csv, summary.json, "

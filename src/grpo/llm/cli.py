@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--task", default="addition", help="built-in task, data file or `datasets` name")
     ev.add_argument("--split", default="test", help="split to evaluate (default: test)")
     ev.add_argument("--prompt-column", default="prompt", help="column holding the prompt")
-    ev.add_argument("--reward", default=None, help="answer check (exact, numeric, math); default: the task's")
+    ev.add_argument("--reward", default=None, help="answer check (exact, numeric, math, or MODULE:FUNCTION); default: the task's")
     ev.add_argument("--samples", type=int, default=1, help="K samples per prompt for pass@k (default: 1)")
     ev.add_argument("--limit", type=int, default=None, help="evaluate at most N prompts")
     ev.add_argument("--max-new-tokens", type=int, default=None, help="default: 256, or 8 for the tiny model")
@@ -35,6 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     add_config_option(ev)
     ev.set_defaults(func=_eval)
+    from grpo.llm import chat, sample
+
+    chat.register(llm_sub)
+    sample.register(llm_sub)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -42,9 +46,11 @@ def _train(args: argparse.Namespace) -> int:
     from grpo.llm.run import train
 
     from grpo.llm.distributed import launched, relaunch
+    from grpo.llm.rewards.plugins import check_reward_specs
     from grpo.llm.run import preflight
 
     cfg = config_from_args(args)
+    check_reward_specs(cfg.reward)  # the user's reward functions import and fit, before anything is loaded
     if cfg.num_processes > 1 and not launched():  # start the processes; each runs this command again
         preflight(cfg)
         return relaunch(cfg, args.algo)
@@ -60,7 +66,7 @@ def _eval(args: argparse.Namespace) -> int:
     from grpo.llm.data import default_rewards, load_rows
     from grpo.llm.evaluation import correct_counts, pass_at_k
     from grpo.llm.models import load_model, load_tokenizer, pick_device
-    from grpo.llm.rewards import REWARDS
+    from grpo.llm.rewards.plugins import answer_check
     from grpo.llm.config import GRPOConfig
     from grpo.llm.run import model_path
 
@@ -74,9 +80,7 @@ def _eval(args: argparse.Namespace) -> int:
     name = args.reward or next(iter(default_rewards(args.task) or []), None)
     if name is None:
         raise ValueError(f"task {args.task!r} has no default answer check: pass --reward exact|numeric|math")
-    check = REWARDS.get(name)
-    if not getattr(check, "accuracy", False):
-        raise ValueError(f"reward {name!r} does not check answers; use one of exact, numeric, math")
+    check = answer_check(name)
     max_new = args.max_new_tokens or (TINY_MAX_NEW_TOKENS if args.model is None else 256)
     device = pick_device(args.device)
     model, tok = load_model(path, device=device), load_tokenizer(path)

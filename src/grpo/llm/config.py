@@ -39,7 +39,8 @@ class GRPOConfig:
     eval_limit: int = field(default=200, metadata=_help("evaluate on at most this many prompts"))
     prompt_column: str = field(default="prompt", metadata=_help("column holding the prompt"))
     reward: list[str] | None = field(default=None, metadata=_help(
-        "reward functions NAME[:WEIGHT] (exact, numeric, math, format, length, digits); none: the task's"))
+        "reward functions NAME[:WEIGHT] (exact, numeric, math, format, length, digits) or your own "
+        "MODULE:FUNCTION[:WEIGHT] (fn(prompts, completions, **columns) -> list); none: the task's"))
     reward_model: str | None = field(default=None, metadata=_help(
         "sequence-classification reward model (folder or hub id), added as reward 'model'"))
     dtype: str = field(default="float32", metadata=_help("model weights dtype", choices=["float32", "bfloat16", "float16"]))

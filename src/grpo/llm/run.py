@@ -18,6 +18,7 @@ from grpo.llm.evaluation import greedy_accuracy
 from grpo.llm.models import frozen_copy, load_model, load_tokenizer
 from grpo.llm.recompute import enable_gradient_checkpointing
 from grpo.llm.rewards import RewardSet, SequenceClassifierReward
+from grpo.llm.rewards.plugins import reward_set
 from grpo.llm.runlog import RunLog
 from grpo.llm.schedules import lr_factor, set_learning_rates
 from grpo.llm.trainer import sample_records
@@ -32,7 +33,7 @@ def build_rewards(cfg: GRPOConfig, device: torch.device) -> RewardSet:
     extra = {"model": SequenceClassifierReward(cfg.reward_model, device)} if cfg.reward_model else {}
     if not specs and not extra:
         raise ValueError(f"task {cfg.task!r} has no default reward: pass --reward NAME (e.g. math, numeric, format)")
-    return RewardSet.from_specs(specs, extra, on_failure=cfg.reward_failure, timeout_s=cfg.reward_timeout_s)
+    return reward_set(specs, extra, on_failure=cfg.reward_failure, timeout_s=cfg.reward_timeout_s)
 
 
 def model_path(cfg: GRPOConfig, log: Callable[[str], None] = print) -> str:
