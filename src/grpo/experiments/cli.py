@@ -43,12 +43,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``["grpo.lr=1e-3", "ppo.epochs=4"]`` -> ``{"grpo": {"lr": 0.001}, "ppo": {"epochs": 4}}``.
+    """``["grpo.lr=1e-3", "ppo.epochs=4"]`` -> ``{"grpo": {"lr": 0.001}, "ppo": {"epochs": 4}}``, each value
+    typed as the algorithm's config field (grpo.utils.config: the rules of YAML files and flags).
 
-    >>> parse_sets(["grpo.lr=1e-3", "grpo.hidden=[32, 32]", "ppo.anneal_lr=false"])
+    >>> parse_sets(["grpo.lr=1e-3", "grpo.hidden=[32, 32]", "ppo.anneal_lr=no"])
     {'grpo': {'lr': 0.001, 'hidden': [32, 32]}, 'ppo': {'anneal_lr': False}}
     """
     import yaml
+
+    from grpo.control.train import ALGOS as CONFIGS
+    from grpo.utils.config import coerce, fields_of
 
     out: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -56,13 +60,15 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
         algo, dot, name = key.partition(".")
         if not sep or not dot or algo not in ALGOS or not name:
             raise ValueError(f"--set {item!r}: expected ALGO.FIELD=VALUE with ALGO in {list(ALGOS)}")
-        value = yaml.safe_load(text)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        out.setdefault(algo, {})[name.replace("-", "_")] = value
+        name = name.replace("-", "_")
+        known = fields_of(CONFIGS[algo][0])
+        if name not in known:
+            raise ValueError(f"--set {item!r}: unknown option {name!r} for {algo}; known: {sorted(known)}")
+        try:
+            value = yaml.load(text, Loader=yaml.BaseLoader)  # text, or a list of texts ("[32, 32]")
+        except yaml.YAMLError:
+            value = text
+        out.setdefault(algo, {})[name] = coerce(name, value, *known[name], where=f"--set {algo}.")
     return out
 
 
