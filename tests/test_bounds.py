@@ -50,6 +50,8 @@ def test_out_that_is_a_file_or_unwritable_is_one_line(tmp_path, capsys, monkeypa
     for out in (thesis, thesis / "run"):
         assert main(["train", "--total-steps", "1000", "--out", str(out)]) == 2
         assert "is a file, not a folder" in _one_line(capsys)
+    assert main(["compare", "--out", str(thesis)]) == 2
+    assert "is a file, not a folder" in _one_line(capsys)
     assert thesis.read_text() == "x"
     # a read-only location (a read-only filesystem, or a folder that is not ours): os.access says so
     import grpo.utils.bounds as bounds

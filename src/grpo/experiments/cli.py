@@ -84,6 +84,9 @@ def run_compare(args: argparse.Namespace) -> int:
                  args.group_sizes, parse_sets(args.sets), args.eval_every)
     validate(specs)
     out = Path(args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    from grpo.utils.bounds import check_out_dir
+
+    check_out_dir(out)
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise FileExistsError(f"{out} is not empty; pass --resume to finish the runs it holds, or another --out")
     print(f"grpo compare: {len(specs)} runs ({', '.join(dict.fromkeys(s.label for s in specs))} on "

@@ -76,13 +76,14 @@ def _check_lines(path: Path, prompt_column: str) -> None:
                 row = json.loads(line)
             except ValueError as err:
                 raise ValueError(f"{path}: line {n} is not JSON ({err})") from None
-            problem = "is not a JSON object" if not isinstance(row, dict) else (
-                "has no prompt column " + repr(prompt_column) if prompt_column not in row
-                else _prompt_problem(row[prompt_column]))
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}: line {n} is not a JSON object (one row per line: {{\"prompt\": ...}})")
+            if prompt_column not in row:
+                raise ValueError(f"{path}: line {n}: has no prompt column {prompt_column!r}; its columns are "
+                                 f"{sorted(row)} (choose one with --prompt-column)")
+            problem = _prompt_problem(row[prompt_column])
             if problem:
-                if isinstance(row, dict) and prompt_column in row:
-                    problem = f"prompt {problem}"
-                raise ValueError(f"{path}: line {n}: {problem}: every row needs a non-empty text prompt "
+                raise ValueError(f"{path}: line {n}: prompt {problem}: every row needs a non-empty text prompt "
                                  "(or a list of chat messages)")
 
 
