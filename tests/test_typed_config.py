@@ -121,3 +121,8 @@ def test_compare_set_values_are_typed_by_the_field():
     assert parse_sets(["grpo.anneal_lr=off", "ppo.n_envs=1e1"]) == {"grpo": {"anneal_lr": False}, "ppo": {"n_envs": 10}}
     with pytest.raises(ConfigError, match=r"--set grpo\.group_size: '4\.7' is not an integer"):
         parse_sets(["grpo.group_size=4.7"])
+
+
+def test_plain_options_whose_default_is_none_take_none(tmp_path):
+    args = _args(["llm", "eval", *_yaml(tmp_path, "limit: null\nmax_new_tokens: 1e1\nmodel: ~\n")])
+    assert (args.limit, args.max_new_tokens, args.model) == (None, 10, None)

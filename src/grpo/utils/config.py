@@ -191,10 +191,11 @@ def _flag_type(key: str, tp: Any) -> Any:
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
     """Add one ``--flag`` per dataclass field; defaults stay in the dataclass (SUPPRESS here)."""
+    typed = fields_of(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip or not f.init:
             continue
-        tp, choices = fields_of(cls)[f.name]
+        tp, choices = typed[f.name]
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name, "type": _flag_type(f.name, tp),
@@ -299,15 +300,16 @@ def _command_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argpars
     return parser
 
 
-_SCALARS = {int: int, float: float}
+_SCALARS = (int, float)
 
 
 def _action_type(action: argparse.Action) -> Any:
     """The type a plain argparse option holds: bool for switches, list[...] for nargs '+'/'*'."""
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
         return bool
-    tp = getattr(action.type, "config_type", None) or _SCALARS.get(action.type, str)
-    return list[tp] if action.nargs in ("+", "*") else tp
+    tp = getattr(action.type, "config_type", None) or (action.type if action.type in _SCALARS else str)
+    tp = list[tp] if action.nargs in ("+", "*") else tp
+    return tp | None if action.default is None else tp  # an option whose default is None takes none
 
 
 def type_plain_options(parser: argparse.ArgumentParser) -> None:
@@ -339,6 +341,12 @@ def parse_args_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> 
         for name, value in values.items():
             action = actions[name]
             typed[name] = coerce(name, value, _action_type(action), action.choices, f"{path}: ")
+            if typed[name] is not None and callable(action.type) and not hasattr(action.type, "config_type"):
+                try:
+                    typed[name] = [action.type(v) for v in typed[name]] if isinstance(typed[name], list) \
+                        else action.type(typed[name])
+                except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
+                    raise ConfigError(f"{path}: {name}: {value!r}: {err}") from None
             action.required = False  # given by the file
         command.set_defaults(**typed)
     return parser.parse_args(argv)
