@@ -121,7 +121,7 @@ def test_plan_and_group_size_sweep():
 
 
 def test_parse_sets():
-    assert parse_sets(["grpo.lr=1e-3", "grpo.hidden=[32, 32]", "ppo.anneal-lr=false"]) == {
+    assert parse_sets(["grpo.lr=1e-3", "grpo.hidden=[32, 32]", "ppo.anneal-lr=no"]) == {
         "grpo": {"lr": 0.001, "hidden": [32, 32]}, "ppo": {"anneal_lr": False}}
     for bad in ("lr=1", "sac.lr=1", "grpo.lr"):
         with pytest.raises(ValueError, match="ALGO.FIELD=VALUE"):

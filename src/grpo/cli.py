@@ -17,8 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     from grpo.control import cli as control_cli
     from grpo.experiments import cli as experiments_cli
     from grpo.llm import cli as llm_cli
+    from grpo.utils.config import ArgumentParser
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="grpo",
         description="GRPO (DeepSeekMath, arXiv 2402.03300) and PPO for gymnasium and Hugging Face models.",
     )
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileExistsError, FileNotFoundError, GrpoError) as err:
+    except (ValueError, FileExistsError, FileNotFoundError, NotADirectoryError, PermissionError, GrpoError) as err:
         # Bad input is reported in one line, without a traceback.
         print(f"grpo {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 from grpo.utils.config import add_config_option, add_dataclass_args, load_yaml
 
@@ -50,50 +51,74 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def split_options(algo: str, args: argparse.Namespace) -> tuple[dict, dict]:
-    """(run options, algorithm options) from --config and the flags, flags winning."""
+    """(run options, algorithm options) given by --config and the flags, flags winning, typed."""
     from grpo.control.train import ALGOS, RunConfig
+    from grpo.utils.config import ConfigError, coerce, fields_of
 
-    run_names = {f.name for f in dataclasses.fields(RunConfig)}
-    algo_names = {f.name for f in dataclasses.fields(ALGOS[algo][0])}
-    all_algo_names = {f.name for cls, _ in ALGOS.values() for f in dataclasses.fields(cls)}
-    values = load_yaml(args.config) if args.config else {}
-    given = {k: v for k, v in vars(args).items() if k in run_names | all_algo_names}
-    unknown = sorted(set(values) - run_names - all_algo_names - {"algo"})
-    if unknown:
-        raise ValueError(f"{args.config}: unknown option(s) {unknown}")
-    values.update(given)
-    wrong = sorted(k for k in values if k not in run_names and k not in algo_names and k != "algo")
+    run_fields, algo_fields = fields_of(RunConfig), fields_of(ALGOS[algo][0])
+    any_algo = {name for cls, _ in ALGOS.values() for name in fields_of(cls)}
+    values = {}
+    if args.config:
+        raw = {k: v for k, v in load_yaml(args.config).items() if k != "algo"}
+        unknown = sorted(set(raw) - set(run_fields) - any_algo)
+        if unknown:
+            raise ConfigError(f"{args.config}: unknown option(s) {unknown}")
+        values = {k: coerce(k, v, *(run_fields.get(k) or algo_fields.get(k) or (object, None)),
+                            where=f"{args.config}: ") for k, v in raw.items()}
+    values.update({k: v for k, v in vars(args).items() if k in set(run_fields) | any_algo})
+    wrong = sorted(k for k in values if k not in run_fields and k not in algo_fields)
     if wrong:
         flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
-        raise ValueError(f"option(s) {flags} do not apply to --algo {algo}")
-    return ({k: v for k, v in values.items() if k in run_names},
-            {k: v for k, v in values.items() if k in algo_names})
+        raise ConfigError(f"option(s) {flags} do not apply to --algo {algo}")
+    return ({k: v for k, v in values.items() if k in run_fields},
+            {k: v for k, v in values.items() if k in algo_fields})
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from grpo.control.train import RUN_FILES, RunConfig, algo_config, train
+# What a resumed run may change: the budget (only upwards) and options that do not touch the training.
+RESUME_SAFE = ("progress", "checkpoint_every", "torch_threads", "nonfinite_limit")
+RESUME_GROW = ("total_steps",)
+
+
+def train_config(args: argparse.Namespace) -> tuple[str, Any, Any]:
+    """(algo, RunConfig, algorithm config) for ``grpo train``'s arguments; with --resume and a saved
+    config.json in --out, the saved run's, refusing the options that would change it."""
+    from grpo.control.train import RUN_FILES, RunConfig, algo_config
+    from grpo.utils.config import build, resume_values
     from grpo.utils.io import read_json
 
     if args.resume:
         if not args.out:
             raise ValueError("--resume needs --out DIR, the folder of the run to continue")
         RUN_FILES.prepare(Path(args.out), resume=True, overwrite=args.overwrite)  # refuses a folder without config.json
-        # Resume with the run's own configuration; flags given now (e.g. --total-steps) on top.
+        # Resume with the run's own configuration; only flags that keep it the same run are taken.
         saved = read_json(Path(args.out) / "config.json")
         algo = saved["algo"]
         if args.algo and args.algo != algo:
             raise ValueError(f"--algo {args.algo} does not match the run in {args.out} ({algo})")
         run_opts, algo_opts = split_options(algo, args)
-        run = RunConfig(**(saved["run"] | run_opts))
-        cfg = algo_config(algo, run.env, saved["algo_config"] | algo_opts)
+        where = str(Path(args.out) / "config.json")
+        run = build(RunConfig, resume_values(saved["run"], run_opts, RESUME_SAFE, RESUME_GROW, where))
+        cfg = algo_config(algo, run.env, resume_values(saved["algo_config"], algo_opts, (), (), where))
     else:
         algo = args.algo or (load_yaml(args.config).get("algo") if args.config else None) or "grpo"
         if algo not in ALGO_NAMES:
             raise ValueError(f"algo: unknown algorithm {algo!r}; choose one of {list(ALGO_NAMES)}")
         run_opts, algo_opts = split_options(algo, args)
-        run = RunConfig(**run_opts)
+        run = build(RunConfig, run_opts)
         cfg = algo_config(algo, run.env, algo_opts)
+    return algo, run, cfg
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from grpo.control.budget import check_batch
+    from grpo.control.envs import env_info
+    from grpo.control.train import train
+    from grpo.utils.bounds import check_out_dir
+
+    algo, run, cfg = train_config(args)
     out = Path(args.out or f"runs/{algo}-{run.env}-s{run.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+    check_out_dir(out)
+    check_batch(algo, run.total_steps, cfg, env_info(run.env, run.max_episode_steps))
     summary = train(algo, run, cfg, out, resume=args.resume, overwrite=args.overwrite)
     solved = summary["stable_solve_step"]
     print(f"{algo} on {run.env}, seed {run.seed}: final eval {summary['final_eval']}, "

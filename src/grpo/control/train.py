@@ -74,13 +74,9 @@ def algo_config(algo: str, env_id: str, overrides: dict[str, Any] | None = None)
     """The algorithm's config: dataclass defaults < tuned values for ``env_id`` < ``overrides``."""
     if algo not in ALGOS:
         raise ValueError(f"algo: unknown algorithm {algo!r}; choose one of {sorted(ALGOS)}")
-    cls = ALGOS[algo][0]
-    values = tuned(algo, env_id) | (overrides or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"{algo}: unknown option(s) {unknown}; known: {sorted(names)}")
-    return cls(**values)
+    from grpo.utils.config import build
+
+    return build(ALGOS[algo][0], tuned(algo, env_id) | (overrides or {}), f"{algo}: ")
 
 
 # What a run writes into its folder (see the module docstring); nothing else there is touched.

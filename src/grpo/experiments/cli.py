@@ -49,12 +49,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``["grpo.lr=1e-3", "ppo.epochs=4"]`` -> ``{"grpo": {"lr": 0.001}, "ppo": {"epochs": 4}}``.
+    """``["grpo.lr=1e-3", "ppo.epochs=4"]`` -> ``{"grpo": {"lr": 0.001}, "ppo": {"epochs": 4}}``, each value
+    typed as the algorithm's config field (grpo.utils.config: the rules of YAML files and flags).
 
-    >>> parse_sets(["grpo.lr=1e-3", "grpo.hidden=[32, 32]", "ppo.anneal_lr=false"])
+    >>> parse_sets(["grpo.lr=1e-3", "grpo.hidden=[32, 32]", "ppo.anneal_lr=no"])
     {'grpo': {'lr': 0.001, 'hidden': [32, 32]}, 'ppo': {'anneal_lr': False}}
     """
     import yaml
+
+    from grpo.control.train import ALGOS as CONFIGS
+    from grpo.utils.config import coerce, fields_of
 
     out: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -62,13 +66,15 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
         algo, dot, name = key.partition(".")
         if not sep or not dot or algo not in ALGOS or not name:
             raise ValueError(f"--set {item!r}: expected ALGO.FIELD=VALUE with ALGO in {list(ALGOS)}")
-        value = yaml.safe_load(text)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        out.setdefault(algo, {})[name.replace("-", "_")] = value
+        name = name.replace("-", "_")
+        known = fields_of(CONFIGS[algo][0])
+        if name not in known:
+            raise ValueError(f"--set {item!r}: unknown option {name!r} for {algo}; known: {sorted(known)}")
+        try:
+            value = yaml.load(text, Loader=yaml.BaseLoader)  # text, or a list of texts ("[32, 32]")
+        except yaml.YAMLError:
+            value = text
+        out.setdefault(algo, {})[name] = coerce(name, value, *known[name], where=f"--set {algo}.")
     return out
 
 
@@ -88,6 +94,9 @@ def run_compare(args: argparse.Namespace) -> int:
 
         check_clips(args.video, args.env)  # before training: format, packages, renderers
     out = Path(args.out or f"runs/compare-{time.strftime('%Y%m%d-%H%M%S')}")
+    from grpo.utils.bounds import check_out_dir
+
+    check_out_dir(out)
     if out.exists() and any(out.iterdir()) and not args.resume:
         raise FileExistsError(f"{out} is not empty; pass --resume to finish the runs it holds, or another --out")
     print(f"grpo compare: {len(specs)} runs ({', '.join(dict.fromkeys(s.label for s in specs))} on "

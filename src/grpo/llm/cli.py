@@ -15,8 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     train = llm_sub.add_parser("train", help="GRPO (or --algo ppo) training; with no --model, the built-in tiny "
                                "model on addition", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    train.add_argument("--algo", choices=list(LLM_ALGOS), default="grpo",
-                       help="grpo, or ppo (value model + GAE; the PPO: options apply to it only)")
+    train.add_argument("--algo", choices=list(LLM_ALGOS), default=None,
+                       help="grpo, or ppo (value model + GAE; the PPO: options apply to it only); "
+                            "default: grpo, or the resumed run's")
     train.add_argument("--config", help="YAML file of GRPOConfig (PPOConfig) fields; flags override it")
     add_dataclass_args(train, PPOConfig)  # GRPOConfig's fields plus PPO's
     train.set_defaults(func=_train)
@@ -49,11 +50,14 @@ def _train(args: argparse.Namespace) -> int:
     from grpo.llm.rewards.plugins import check_reward_specs
     from grpo.llm.run import preflight
 
+    from grpo.utils.bounds import check_out_dir
+
     cfg = config_from_args(args)
     check_reward_specs(cfg.reward)  # the user's reward functions import and fit, before anything is loaded
+    check_out_dir(cfg.out)
     if cfg.num_processes > 1 and not launched():  # start the processes; each runs this command again
         preflight(cfg)
-        return relaunch(cfg, args.algo)
+        return relaunch(cfg, getattr(cfg, "algo", "grpo"))
     summary = train(cfg)
     if summary:  # the main process (the others return {})
         print(f"run folder: {cfg.out}  final model: {summary['final_model']}  "

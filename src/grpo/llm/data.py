@@ -48,7 +48,55 @@ def _rows_from_dataset(ds: Any) -> list[Row]:
     return [dict(r) for r in ds]
 
 
-def _load_file(path: Path) -> list[Row]:
+def _prompt_problem(prompt: Any) -> str | None:
+    """Why ``prompt`` cannot be a prompt (None when it can: non-empty text, or chat messages)."""
+    if isinstance(prompt, str):
+        return "is an empty string" if not prompt else None
+    if isinstance(prompt, list):
+        ok = prompt and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt)
+        return None if ok else "is a list but not chat messages ({'role', 'content'} each)"
+    return "is missing (null)" if prompt is None else f"is {type(prompt).__name__} {prompt!r}, not text"
+
+
+def _check_lines(path: Path, prompt_column: str) -> None:
+    """Read a text file line by line: bad UTF-8, and (JSON Lines) a row whose prompt is missing or not
+    text, are one ValueError naming the file and the line."""
+    import json
+
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}: line {n} is not valid UTF-8 (byte {err.start + 1} of the line): "
+                                 "save the file as UTF-8") from None
+            if path.suffix.lower() != ".jsonl" or not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"{path}: line {n} is not JSON ({err})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}: line {n} is not a JSON object (one row per line: {{\"prompt\": ...}})")
+            if prompt_column not in row:
+                raise ValueError(f"{path}: line {n}: has no prompt column {prompt_column!r}; its columns are "
+                                 f"{sorted(row)} (choose one with --prompt-column)")
+            problem = _prompt_problem(row[prompt_column])
+            if problem:
+                raise ValueError(f"{path}: line {n}: prompt {problem}: every row needs a non-empty text prompt "
+                                 "(or a list of chat messages)")
+
+
+def check_prompts(rows: list[Row], where: str) -> None:
+    """Every row's ``prompt`` is non-empty text or chat messages; else a ValueError naming the row."""
+    for i, row in enumerate(rows, 1):
+        problem = _prompt_problem(row.get("prompt"))
+        if problem:
+            raise ValueError(f"{where} row {i}: the prompt {problem}: every row needs a non-empty text prompt "
+                             "(or a list of chat messages)")
+
+
+def _load_file(path: Path, prompt_column: str = "prompt") -> list[Row]:
     import datasets
 
     kind = _FILE_FORMATS.get(path.suffix.lower())
@@ -56,6 +104,8 @@ def _load_file(path: Path) -> list[Row]:
         raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(_FILE_FORMATS)}")
     if path.stat().st_size == 0:
         return []
+    if kind != "parquet":
+        _check_lines(path, prompt_column)
     datasets.disable_progress_bars()  # a local file loads at once; its bars are noise
     try:
         ds = datasets.load_dataset(kind, data_files=str(path), split="train")
@@ -88,7 +138,7 @@ def load_rows(task: str, split: str = "train", prompt_column: str = "prompt", li
         path = Path(task)
         if not path.is_file():
             raise ValueError(f"task file {task!r} does not exist")
-        rows = _load_file(path)
+        rows = _load_file(path, prompt_column)
     else:
         rows = _load_hub(task, split)
     if not rows:
@@ -98,6 +148,7 @@ def load_rows(task: str, split: str = "train", prompt_column: str = "prompt", li
                          f"{sorted(rows[0])} (choose one with --prompt-column)")
     if prompt_column != "prompt":
         rows = [{**{k: v for k, v in r.items() if k != prompt_column}, "prompt": r[prompt_column]} for r in rows]
+    check_prompts(rows, f"{task}" + (f" (split {split})" if task in TASKS or not Path(task).exists() else ""))
     return rows[:limit] if limit else rows
 
 

@@ -20,9 +20,58 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def check_model_folder(name_or_path: str) -> None:
+    """Refuse, in one line naming the file, a local model that cannot load: a file, an empty folder, no
+    ``config.json``, a ``model_type`` this transformers does not know, or damaged safetensors weights.
+    A name that is not a local path is left to the hub."""
+    from pathlib import Path
+
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(name_or_path)
+    if not path.exists():
+        if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+            raise FileNotFoundError(f"--model {name_or_path}: no such folder (pass a model folder or a hub id)")
+        return
+    if not path.is_dir():
+        raise ValueError(f"--model {name_or_path} is a file: pass the model's folder (config.json, weights, tokenizer)")
+    config = path / "config.json"
+    if not config.is_file() and (path / "adapter_config.json").is_file():
+        config = None  # a peft adapter folder: its base model's config is checked when it loads
+    elif not config.is_file():
+        what = "is empty" if not any(path.iterdir()) else "has no config.json"
+        raise ValueError(f"--model {name_or_path} {what}: pass a folder written by save_pretrained "
+                         "(config.json, weights, tokenizer), or a hub id")
+    if config is not None:
+        _check_model_type(config)
+    for weights in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt"):
+                pass
+        except SafetensorError as err:
+            raise ValueError(f"{weights}: not a readable safetensors file ({err}); the file is damaged or "
+                             "incomplete: copy or save the model again") from None
+
+
+def _check_model_type(config: Any) -> None:
+    import json
+
+    import transformers
+    from transformers import CONFIG_MAPPING
+
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (ValueError, UnicodeDecodeError, AttributeError) as err:
+        raise ValueError(f"{config}: not a readable JSON object ({err}): restore the file") from None
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(f"{config}: model_type {model_type!r} is unknown to transformers {transformers.__version__}: "
+                         "fix model_type, or upgrade transformers if the architecture is newer")
+
+
 def load_tokenizer(name_or_path: str) -> Any:
     from transformers import AutoTokenizer
 
+    check_model_folder(name_or_path)
     tok = AutoTokenizer.from_pretrained(name_or_path)
     tok.padding_side = "left"
     if tok.pad_token_id is None:
@@ -39,6 +88,7 @@ def load_model(name_or_path: str, dtype: str = "float32", device: str | torch.de
     hf_logging.disable_progress_bar()  # one bar per load of a tiny model is noise
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} unknown; choose one of {sorted(DTYPES)}")
+    check_model_folder(name_or_path)
     model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=DTYPES[dtype])
     return model.to(device)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from grpo.llm.config import GRPOConfig, _help
 
@@ -64,15 +65,36 @@ PPO_ONLY_FIELDS = tuple(f.name for f in fields(PPOConfig) if f.init and f.name n
                         {g.name for g in fields(GRPOConfig)})
 
 
-def config_from_args(args: argparse.Namespace) -> GRPOConfig:
-    """GRPOConfig or PPOConfig from ``--algo``, ``--config`` YAML and flags; PPO flags need --algo ppo."""
-    from grpo.utils.config import dataclass_from_args, load_yaml
+# What ``--resume`` may change: the budget (only upwards), where and how fast it runs, and what is logged.
+RESUME_SAFE = ("out", "resume", "overwrite", "device", "threads", "progress", "tensorboard", "log_every",
+               "log_samples", "samples_every", "eval_every", "save_every", "keep_checkpoints")
+RESUME_GROW = ("steps",)
 
-    algo = getattr(args, "algo", "grpo")
+
+def config_from_args(args: argparse.Namespace) -> GRPOConfig:
+    """GRPOConfig or PPOConfig from ``--algo``, ``--config`` YAML and flags; PPO flags need --algo ppo.
+
+    With ``--resume`` and a saved ``run_config.json`` in ``out``, the saved configuration is the run's;
+    the options given may only extend ``steps`` or change those in RESUME_SAFE (others are refused)."""
+    from grpo.utils.config import ConfigError, build, given_values, resume_values
+    from grpo.utils.io import read_json
+
+    algo = getattr(args, "algo", None)
+    given = given_values(PPOConfig, args)
+    saved_path = Path(given.get("out", GRPOConfig.out)) / "run_config.json"
+    if given.get("resume") and saved_path.is_file():
+        saved = {k: v for k, v in read_json(saved_path).items() if k not in ("model_path", "world_size")}
+        saved_algo = saved.pop("algo", "grpo")
+        if algo not in (None, saved_algo):
+            raise ConfigError(f"--resume: the run in {saved_path.parent} is --algo {saved_algo}, not {algo}")
+        algo = saved_algo
+        values = resume_values(saved, given, RESUME_SAFE, RESUME_GROW, str(saved_path))
+        values["out"] = str(saved_path.parent)  # where it was found, whatever the path saved then
+        return build(LLM_ALGOS[algo], values, f"{saved_path}: ")
+    algo = algo or "grpo"
     if algo != "ppo":
-        given = [n for n in PPO_ONLY_FIELDS if n in vars(args)]
-        given += [n for n in PPO_ONLY_FIELDS if getattr(args, "config", None) and n in load_yaml(args.config)]
-        if given:
-            raise ValueError(f"{', '.join('--' + n.replace('_', '-') for n in sorted(set(given)))} "
-                             "appl(ies) to PPO only: add --algo ppo")
-    return dataclass_from_args(LLM_ALGOS[algo], args)
+        ppo_only = sorted(set(PPO_ONLY_FIELDS) & set(given))
+        if ppo_only:
+            raise ConfigError(f"{', '.join('--' + n.replace('_', '-') for n in ppo_only)} "
+                              "appl(ies) to PPO only: add --algo ppo")
+    return build(LLM_ALGOS[algo], given)

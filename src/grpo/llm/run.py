@@ -10,6 +10,7 @@ import torch
 
 from grpo.llm.adapters import AdapterOffReference, check_adapter_options, load_policy, save_merged
 from grpo.llm.algos import build_trainer
+from grpo.llm.bounds import check_memory
 from grpo.llm.checkpoint import load_trainer_state, prepare_run_dir, save_checkpoint, save_model
 from grpo.llm.config import GRPOConfig
 from grpo.llm.distributed import Runtime, make_runtime
@@ -115,6 +116,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     device = rt.device
     with rt.main_first():  # the tiny model is built and cached once
         path = model_path(cfg, log)
+    check_memory(cfg, path, device)  # a batch that cannot fit: refused before anything big loads
     tok = load_tokenizer(path)
     rows = load_rows(cfg.task, cfg.split, cfg.prompt_column)
     eval_rows = load_rows(cfg.task, cfg.eval_split, cfg.prompt_column, cfg.eval_limit) if cfg.eval_split else None

@@ -69,7 +69,16 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    return load_file(str(path), device=str(device))
+    """The tensors of a safetensors file; a truncated or garbage file is one GrpoError naming it."""
+    from safetensors import SafetensorError
+
+    from grpo.errors import GrpoError
+
+    try:
+        return load_file(str(path), device=str(device))
+    except SafetensorError as err:
+        raise GrpoError(f"{path}: not a readable safetensors file ({err}); the file is damaged or "
+                        "incomplete: restore it or retrain") from None
 
 
 def torch_save(path: str | Path, obj: Any) -> None:

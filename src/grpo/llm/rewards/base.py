@@ -46,16 +46,21 @@ def register(name: str, accuracy: bool = False, columns: tuple[str, ...] = ()) -
 
 
 def parse_reward_spec(spec: str) -> tuple[str, float]:
-    """``"NAME"`` or ``"NAME:WEIGHT"`` -> (name, weight).
+    """``"NAME"`` or ``"NAME:WEIGHT"`` -> (name, weight). The weight is any finite number: negative
+    makes the reward a penalty, 0 logs it without counting it; NaN and inf are refused (they would
+    make every total non-finite and every update skipped).
 
-    >>> parse_reward_spec("format:0.5")
-    ('format', 0.5)
+    >>> parse_reward_spec("format:0.5"), parse_reward_spec("length:-1e-2")
+    (('format', 0.5), ('length', -0.01))
     """
     name, _, weight = spec.partition(":")
     try:
-        return name, float(weight) if weight else 1.0
+        value = float(weight) if weight else 1.0
     except ValueError:
         raise ValueError(f"reward {spec!r}: the weight after ':' must be a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"reward {spec!r}: the weight must be a finite number (negative for a penalty), not {weight}")
+    return name, value
 
 
 @dataclass
