@@ -1,20 +1,29 @@
 """GRPO must learn: the tiny model gets better at addition prompts through the real trainer loop.
 
-Eight fixed addition prompts on the session's small tiny model (about 7% right at the start):
-100 GRPO steps with the exact-answer reward raise the sampled accuracy well above its start.
-A sign error, a zero advantage, misaligned log-probs or a wrong mask all fail this.
+Eight fixed addition prompts on the session's small tiny model (a few percent right at the start):
+60 GRPO steps with the exact-answer reward raise the sampled accuracy well above its start. Each
+negative control is the same loop with one property broken, and must not learn. Measured over
+seeds 0-3 (cfg.seed and torch seed), gain = mean accuracy of the last 10 steps minus the first 10:
+real 0.34-0.38; log-probs shifted by one token -0.01-0.00; rewards of another prompt -0.01-0.00.
+Not claimed: that the group baseline is needed. The raw 0/1 reward as the advantage (no mean
+subtracted, no std) learns as well or better here (gain 0.68-0.77 over 100 steps, seeds 0-1).
 """
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+import grpo.llm.logprobs as logprobs_mod
+import grpo.llm.trainer as trainer_mod
 from grpo.llm.config import GRPOConfig
 from grpo.llm.data import load_rows
 from grpo.llm.evaluation import greedy_accuracy
 from grpo.llm.models import frozen_copy, load_model, load_tokenizer
 from grpo.llm.rewards import RewardSet
 from grpo.llm.trainer import GRPOTrainer
+
+STEPS, MIN_GAIN = 60, 0.2  # the bar sits in the middle of the measured gap (module docstring)
 
 
 def _train(tiny_path, steps: int, **overrides):
@@ -29,14 +38,34 @@ def _train(tiny_path, steps: int, **overrides):
     return acc, before, greedy_accuracy(model, tok, rows, 6)
 
 
+def accuracy_gain(acc: list[float]) -> float:
+    """Mean sampled accuracy of the last 10 steps minus that of the first 10."""
+    return sum(acc[-10:]) / 10 - sum(acc[:10]) / 10
+
+
 def test_grpo_raises_accuracy_on_the_tiny_task(tiny_path):
-    acc, before, after = _train(tiny_path, 100)
-    first, last = sum(acc[:10]) / 10, sum(acc[-10:]) / 10
-    assert last >= first + 0.25, (first, last)
+    acc, before, after = _train(tiny_path, STEPS)
+    assert accuracy_gain(acc) >= MIN_GAIN, acc
     assert after > before, (before, after)
 
 
-def test_zero_learning_rate_does_not_learn(tiny_path):
-    """The control: the same loop with the update switched off stays where it started."""
-    acc, before, after = _train(tiny_path, 30, lr=1e-12)
-    assert after == before and sum(acc[-10:]) / 10 < 0.2
+def shift_logprobs_by_one_token(monkeypatch):
+    """The off-by-one bug: the logits at completion position t score token t + 1."""
+    real = logprobs_mod.selective_log_softmax
+    monkeypatch.setattr(logprobs_mod, "selective_log_softmax",
+                        lambda logits, ids: real(logits, torch.cat([ids[:, 1:], ids[:, -1:]], 1)))  # [N, C]
+
+
+def rewards_of_another_prompt(monkeypatch):
+    """Each group is normalised with the rewards of another prompt's group: [B, G] rolled by one."""
+    real = trainer_mod.group_advantages
+    monkeypatch.setattr(trainer_mod, "group_advantages", lambda scores, scale="group": real(scores.roll(1, 0), scale))
+
+
+@pytest.mark.parametrize("control", [shift_logprobs_by_one_token, rewards_of_another_prompt],
+                         ids=lambda f: f.__name__)
+def test_broken_credit_assignment_does_not_learn(tiny_path, monkeypatch, control):
+    """The controls: credit reaches the wrong tokens, or the wrong completions, and nothing is learnt."""
+    control(monkeypatch)
+    acc, _, _ = _train(tiny_path, STEPS)
+    assert accuracy_gain(acc) < MIN_GAIN, acc
