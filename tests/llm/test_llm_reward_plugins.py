@@ -88,7 +88,8 @@ def test_train_with_a_plugin_reward(tiny_path, rewards_module, tmp_path, capsys)
 
 @pytest.mark.parametrize("spec, message", [
     ("no_such_rewards_xyz:fn", "no module named 'no_such_rewards_xyz'"),
-    ("{m}:one_completion", "takes no **kwargs"), ("{m}:quarter:x", "WEIGHT"), ("nosuchname", "unknown reward")])
+    ("{m}:one_completion", "takes no **kwargs"), ("{m}:quarter:x", "WEIGHT"), ("{m}:quarter:nan", "finite number"),
+    ("nosuchname", "unknown reward")])
 def test_train_refuses_bad_reward_before_anything(tiny_path, rewards_module, tmp_path, capsys, monkeypatch,
                                                   spec, message):
     def no_loading(*args, **kwargs):

@@ -204,10 +204,10 @@ class GRPOConfig:
             raise ValueError("save_merged applies to adapter runs (--adapter lora): the final model is already merged")
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other: pick one")
-        from grpo.llm.rewards.base import parse_reward_spec
+        from grpo.llm.rewards.plugins import parse_spec
 
         for spec in self.reward or []:
-            parse_reward_spec(spec)  # a weight that is not a finite number fails here, before any loading
+            parse_spec(spec)  # a weight that is not a finite number fails here, before any loading
 
     @property
     def batch_size(self) -> int:

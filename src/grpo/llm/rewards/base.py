@@ -54,13 +54,19 @@ def parse_reward_spec(spec: str) -> tuple[str, float]:
     (('format', 0.5), ('length', -0.01))
     """
     name, _, weight = spec.partition(":")
+    return name, reward_weight(spec, weight)
+
+
+def reward_weight(spec: str, weight: str) -> float:
+    """The WEIGHT text of a reward spec as a finite float (1.0 when empty); one-line error otherwise."""
     try:
         value = float(weight) if weight else 1.0
     except ValueError:
-        raise ValueError(f"reward {spec!r}: the weight after ':' must be a number") from None
+        raise ValueError(f"reward {spec!r}: the weight after ':' must be a number (NAME[:WEIGHT] or "
+                         "MODULE:FUNCTION[:WEIGHT])") from None
     if not math.isfinite(value):
         raise ValueError(f"reward {spec!r}: the weight must be a finite number (negative for a penalty), not {weight}")
-    return name, value
+    return value
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
-from grpo.llm.rewards.base import REWARDS, RewardSet, parse_reward_spec
+from grpo.llm.rewards.base import REWARDS, RewardSet, parse_reward_spec, reward_weight
 from grpo.utils.imports import load_attr
 
 ALWAYS_PASSED = ("completion_lengths", "max_new_tokens")  # keywords every call gets, besides the data's columns
@@ -51,7 +51,16 @@ def parse_plugin_spec(spec: str) -> tuple[str, float]:
     name, sep, weight = rest.partition(":")
     if sep and not _is_number(weight):
         raise ValueError(f"--reward {spec!r}: expected MODULE:FUNCTION[:WEIGHT] with a number as WEIGHT")
-    return f"{module}:{name}", float(weight) if sep else 1.0
+    return f"{module}:{name}", reward_weight(spec, weight)
+
+
+def parse_spec(spec: str) -> tuple[str, float]:
+    """(``NAME`` or ``MODULE:FUNCTION``, weight) of either form of spec; no import is done.
+
+    >>> parse_spec("format:0.5"), parse_spec("my.rewards:fn:2")
+    (('format', 0.5), ('my.rewards:fn', 2.0))
+    """
+    return parse_plugin_spec(spec) if is_plugin_spec(spec) else parse_reward_spec(spec)
 
 
 def check_reward_fn(fn: Any, ref: str) -> None:
@@ -106,11 +115,10 @@ def load_reward(ref: str) -> PluginReward:
 
 def resolve_reward(spec: str) -> tuple[str, Callable, float]:
     """(name in the logs, function, weight) of a built-in or plugin spec."""
+    ref, weight = parse_spec(spec)
     if is_plugin_spec(spec):
-        ref, weight = parse_plugin_spec(spec)
         return ref.rpartition(":")[2], load_reward(ref), weight
-    name, weight = parse_reward_spec(spec)
-    return name, REWARDS.get(name), weight
+    return ref, REWARDS.get(ref), weight
 
 
 def reward_set(specs: list[str], extra: dict[str, Callable] | None = None, **options: Any) -> RewardSet:
