@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-import grpo.llm.sandbox as sandbox
-from grpo.llm.sandbox import run_untrusted
+import grpo.llm.infra.sandbox as sandbox
+from grpo.llm.infra.sandbox import run_untrusted
 
 REPO = Path(__file__).resolve().parent.parent
 

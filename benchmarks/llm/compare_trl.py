@@ -80,7 +80,7 @@ def trl_config(args: argparse.Namespace, **over):
 
 def exact_reward(prompts, completions, answer, **_):
     """The built-in task's reward, in TRL's calling convention."""
-    from grpo.llm.rewards.answer import exact_answer
+    from grpo.llm.data.rewards.answer import exact_answer
 
     return exact_answer(prompts, completions, answer=answer)
 
@@ -89,8 +89,8 @@ def trl_trainer(args: argparse.Namespace, **over):
     from datasets import Dataset
     from trl import GRPOTrainer as TRLTrainer
 
-    from grpo.llm.data import load_rows
-    from grpo.llm.models import load_tokenizer
+    from grpo.llm.data.tasks import load_rows
+    from grpo.llm.modeling.models import load_tokenizer
 
     tok = load_tokenizer(args.model)
     return TRLTrainer(model=args.model, reward_funcs=[exact_reward], args=trl_config(args, **over),
@@ -99,7 +99,7 @@ def trl_trainer(args: argparse.Namespace, **over):
 
 def accuracies(model, tok) -> tuple[float, float]:
     """Greedy accuracy on the test split (200 problems) and on all 8,100 problems."""
-    from grpo.llm.data import load_rows
+    from grpo.llm.data.tasks import load_rows
     from grpo.llm.evaluation import greedy_accuracy
 
     test = load_rows("addition", "test")
@@ -109,7 +109,7 @@ def accuracies(model, tok) -> tuple[float, float]:
 
 
 def run_ours(args: argparse.Namespace) -> dict:
-    from grpo.llm.models import load_model, load_tokenizer
+    from grpo.llm.modeling.models import load_model, load_tokenizer
     from grpo.llm.run import train
 
     cfg = ours_config(args)
@@ -162,7 +162,7 @@ def launcher_peak_rss_mb() -> float:
 def resolve_model_child() -> None:
     """In a child process: build (once) the tiny model and print its folder."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from grpo.llm.tiny import tiny_model_path
+    from grpo.llm.modeling.tiny import tiny_model_path
 
     print("MODEL " + str(tiny_model_path(log=lambda m: print(m, file=sys.stderr))), flush=True)
 

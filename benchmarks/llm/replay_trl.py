@@ -56,13 +56,13 @@ def replay(args: argparse.Namespace, start: dict, final: dict, batches: list[dic
     import torch
 
     from grpo.core import group_advantages
-    from grpo.llm.data import load_rows
-    from grpo.llm.generation import Rollout
-    from grpo.llm.models import frozen_copy, load_model, load_tokenizer
-    from grpo.llm.rewards import RewardSet
-    from grpo.llm.rewards.answer import exact_answer
-    from grpo.llm.schedules import lr_factor, set_learning_rates
-    from grpo.llm.trainer import GRPOTrainer
+    from grpo.llm.data.tasks import load_rows
+    from grpo.llm.rollout.generation import Rollout
+    from grpo.llm.modeling.models import frozen_copy, load_model, load_tokenizer
+    from grpo.llm.data.rewards import RewardSet
+    from grpo.llm.data.rewards.answer import exact_answer
+    from grpo.llm.infra.schedules import lr_factor, set_learning_rates
+    from grpo.llm.algorithms.grpo import GRPOTrainer
 
     cfg = compare_trl.ours_config(args)
     tok = load_tokenizer(args.model)
@@ -108,12 +108,12 @@ def replay(args: argparse.Namespace, start: dict, final: dict, batches: list[dic
 def sampling(args: argparse.Namespace, rounds: int, prompts: int) -> dict:
     import torch
 
-    from grpo.llm.data import load_rows
-    from grpo.llm.generation import encode_prompts, generate
-    from grpo.llm.logprobs import completion_logprobs
-    from grpo.llm.models import load_model, load_tokenizer
-    from grpo.llm.rewards.answer import exact_answer
-    from grpo.llm.seeding import prompt_keys
+    from grpo.llm.data.tasks import load_rows
+    from grpo.llm.rollout.generation import encode_prompts, generate
+    from grpo.llm.modeling.logprobs import completion_logprobs
+    from grpo.llm.modeling.models import load_model, load_tokenizer
+    from grpo.llm.data.rewards.answer import exact_answer
+    from grpo.llm.rollout.seeding import prompt_keys
 
     gen_cfg = compare_trl.trl_trainer(args).generation_config  # TRL's sampling settings, as it builds them
     tok, model = load_tokenizer(args.model), load_model(args.model).eval()
@@ -130,7 +130,7 @@ def sampling(args: argparse.Namespace, rounds: int, prompts: int) -> dict:
                 roll = generate(model, tok, ids, mask, G, gen_cfg.max_new_tokens, gen_cfg.temperature, gen_cfg.top_p,
                                 gen_cfg.top_k, seeds=prompt_keys(args.seed, r, 0, list(range(prompts))))
             else:
-                from grpo.llm.generation import _finish, eos_ids_of
+                from grpo.llm.rollout.generation import _finish, eos_ids_of
 
                 with torch.no_grad():
                     seq = model.generate(input_ids=ids.repeat_interleave(G, 0),

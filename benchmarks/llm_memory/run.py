@@ -55,7 +55,7 @@ LLAMA_100M = dict(hidden_size=768, intermediate_size=2560, num_hidden_layers=12,
 
 def model_100m_path() -> Path:
     """A ~100M-parameter Llama with the character tokenizer, random init (seed 0), saved once."""
-    from grpo.llm.tiny import cache_dir, char_tokenizer
+    from grpo.llm.modeling.tiny import cache_dir, char_tokenizer
 
     path = cache_dir() / "llama-100m-char-random"
     if (path / "config.json").exists():
@@ -78,7 +78,7 @@ def model_100m_path() -> Path:
 
 
 def model_path(name: str) -> str:
-    from grpo.llm.tiny import tiny_model_path
+    from grpo.llm.modeling.tiny import tiny_model_path
 
     return str(tiny_model_path(log=None) if name == "tiny" else model_100m_path())
 
@@ -135,8 +135,8 @@ def _median(xs: list[float]) -> float:
 
 def _param_counts(cfg, path: str) -> dict[str, int]:
     """Trained and frozen parameters: policy, value model (trained beyond the policy), reference."""
-    from grpo.llm.models import load_model
-    from grpo.llm.value import build_value_model
+    from grpo.llm.modeling.models import load_model
+    from grpo.llm.algorithms.value import build_value_model
 
     policy = load_model(path)
     n = sum(p.numel() for p in policy.parameters())

@@ -39,7 +39,7 @@ def build_llama_113m(folder: Path) -> Path:
     """A ~113M-parameter Llama with the character tokenizer, random init, saved as a model folder."""
     if (folder / "config.json").exists():
         return folder
-    from grpo.llm.tiny import TinySpec, char_tokenizer, new_model
+    from grpo.llm.modeling.tiny import TinySpec, char_tokenizer, new_model
 
     tok = char_tokenizer()
     model = new_model(TinySpec(hidden=768, layers=12, heads=12, intermediate=3072, context=64, seed=0), tok)
@@ -73,7 +73,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.build_models:
-        from grpo.llm.tiny import tiny_model_path
+        from grpo.llm.modeling.tiny import tiny_model_path
 
         print(json.dumps({"tiny": str(tiny_model_path(log=None)),
                           "llama-113m": str(build_llama_113m(out / "llama-113m"))}))

@@ -42,7 +42,7 @@ def tiny_cache(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_path(tiny_cache):
     """Folder of a small pretrained tiny model (built once per session)."""
-    from grpo.llm.tiny import TinySpec, tiny_model_path
+    from grpo.llm.modeling.tiny import TinySpec, tiny_model_path
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -55,7 +55,7 @@ def tiny_path(tiny_cache):
 @pytest.fixture()
 def tiny(tiny_path):
     """A fresh (model, tokenizer) pair loaded from the session's tiny model folder."""
-    from grpo.llm.models import load_model, load_tokenizer
+    from grpo.llm.modeling.models import load_model, load_tokenizer
 
     return load_model(str(tiny_path)), load_tokenizer(str(tiny_path))
 
@@ -63,7 +63,7 @@ def tiny(tiny_path):
 @pytest.fixture()
 def random_tiny():
     """An untrained tiny Llama and the character tokenizer: for tests that need no skill."""
-    from grpo.llm.tiny import TinySpec, char_tokenizer, new_model
+    from grpo.llm.modeling.tiny import TinySpec, char_tokenizer, new_model
 
     tok = char_tokenizer()
     return new_model(TinySpec(hidden=32, intermediate=64, seed=1), tok).eval(), tok

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from grpo.cli import main
-from grpo.llm.adapters import ADAPTERS, AdapterOffReference, hf_name, merged_weights
+from grpo.llm.modeling.adapters import ADAPTERS, AdapterOffReference, hf_name, merged_weights
 from grpo.llm.config import GRPOConfig
-from grpo.llm.logprobs import completion_logprobs
-from grpo.llm.recompute import enable_gradient_checkpointing
+from grpo.llm.modeling.logprobs import completion_logprobs
+from grpo.llm.modeling.activation_checkpointing import enable_gradient_checkpointing
 from grpo.llm.run import train
 
 FAST = dict(steps=2, prompts_per_step=2, group_size=4, max_new_tokens=4, eval_limit=8, progress=False,
@@ -99,7 +99,7 @@ def test_lora_run_trains_the_adapter_saves_it_merges_and_resumes(tiny_path, tmp_
 
 def test_adapter_run_refuses_reference_reset():
     with pytest.raises(ValueError, match="cannot be reset"):
-        from grpo.llm.adapters import check_adapter_options
+        from grpo.llm.modeling.adapters import check_adapter_options
 
         check_adapter_options(GRPOConfig(adapter="lora", ref_reset_every=5))
     with pytest.raises(ValueError, match="adapter runs"):
@@ -152,11 +152,11 @@ def test_fp16_on_cpu_is_refused_with_what_to_use(tiny_path, tmp_path, capsys):
 def test_loss_scaling_skips_an_overflowing_step_and_lowers_the_scale(tiny_path):
     """The fp16 sequence (scaled backward, unscale, clip, step or skip, update the scale), run on CPU
     with a scale so large that the first step's gradients overflow."""
-    from grpo.llm.data import load_rows
-    from grpo.llm.distributed import Runtime
-    from grpo.llm.models import load_model, load_tokenizer
-    from grpo.llm.rewards import RewardSet
-    from grpo.llm.trainer import GRPOTrainer
+    from grpo.llm.data.tasks import load_rows
+    from grpo.llm.infra.distributed import Runtime
+    from grpo.llm.modeling.models import load_model, load_tokenizer
+    from grpo.llm.data.rewards import RewardSet
+    from grpo.llm.algorithms.grpo import GRPOTrainer
 
     rt = Runtime(torch.device("cpu"))
     rt.scaler = torch.amp.GradScaler("cpu", init_scale=3e38, backoff_factor=1e-30)

@@ -10,7 +10,7 @@ import torch
 from grpo.cli import main
 from grpo.llm import chat as chat_module
 from grpo.llm.chat import Sampling, chat_loop
-from grpo.llm.generation import encode_prompts, generate
+from grpo.llm.rollout.generation import encode_prompts, generate
 
 
 def _greedy(model, tok, prompts, max_new=8):
@@ -70,7 +70,7 @@ def test_chat_command_reads_stdin_until_eof(tiny_path, monkeypatch, capsys):
     assert main(["llm", "chat", "--model", str(tiny_path), "--greedy"]) == 0
     out = capsys.readouterr().out
     assert "no chat template" in out and "/reset" in out
-    from grpo.llm.models import load_model, load_tokenizer
+    from grpo.llm.modeling.models import load_model, load_tokenizer
 
     reply = _greedy(load_model(str(tiny_path)), load_tokenizer(str(tiny_path)), ["12+34="])[0]
     assert f"> {reply}\n" in out
@@ -95,7 +95,7 @@ def _columns(text: str) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def test_sample_prints_prompts_completions_and_rewards(tiny_path, tmp_path, monkeypatch, capsys):
-    from grpo.llm.data import load_rows
+    from grpo.llm.data.tasks import load_rows
 
     assert main(["llm", "sample", "--model", str(tiny_path), "--n", "3", "--samples", "2", "--greedy",
                  "--max-new-tokens", "4", "--reward", "exact", "format:0.5"]) == 0
@@ -142,7 +142,7 @@ def test_chat_in_a_pseudo_terminal(tiny_path):
         assert b"/reset" in read_until(b"> ")
         os.write(main_fd, b"12+34=\r")
         after = read_until(b"> ").replace(b"\r", b"")
-        from grpo.llm.models import load_model, load_tokenizer
+        from grpo.llm.modeling.models import load_model, load_tokenizer
 
         reply = _greedy(load_model(str(tiny_path)), load_tokenizer(str(tiny_path)), ["12+34="])[0]
         assert f"12+34=\n{reply}\n> ".encode() in after  # the terminal echoes the line typed

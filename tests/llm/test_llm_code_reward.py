@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from grpo.cli import main
-from grpo.llm.data import load_rows
-from grpo.llm.rewards import RewardSet
-from grpo.llm.rewards.code_tests import TestCase, parse_tests
-from grpo.llm.rewards.execution import code_execution_reward, run_tests
+from grpo.llm.data.tasks import load_rows
+from grpo.llm.data.rewards import RewardSet
+from grpo.llm.data.rewards.code_tests import TestCase, parse_tests
+from grpo.llm.data.rewards.execution import code_execution_reward, run_tests
 from grpo.utils.io import read_jsonl
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tasks" / "code.jsonl"

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from grpo.cli import main
-from grpo.llm.checkpoint import list_checkpoints
+from grpo.llm.infra.checkpoint import list_checkpoints
 from grpo.utils.io import load_tensors, read_json, read_jsonl
 
 DIE_AT_CALL = Path(__file__).parents[1] / "die_at_call.py"
@@ -75,7 +75,7 @@ def test_sigkill_mid_run_then_resume(tiny_path, tmp_path):
 
 DIE_IN_CHECKPOINT = textwrap.dedent("""
     import os, signal, sys
-    import grpo.llm.checkpoint as C
+    import grpo.llm.infra.checkpoint as C
     from grpo.cli import main
     real, calls = C.torch_save, {"n": 0}
     def save_then_die(path, obj):
@@ -118,7 +118,7 @@ def test_a_resumed_runlog_holds_each_step_once_in_every_log(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from grpo.llm.runlog import RunLog
+    from grpo.llm.infra.runlog import RunLog
 
     log = RunLog(tmp_path, tensorboard=True, start_step=0)
     for step in range(6):  # the run that dies after step 5, its last checkpoint at 3 steps done

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from grpo.llm.data import batch_indices, columns_of, default_rewards, load_rows
+from grpo.llm.data.tasks import batch_indices, columns_of, default_rewards, load_rows
 
 ROWS = [{"question": "1+1=", "answer": "2", "level": 1}, {"question": "2+3=", "answer": "5", "level": 2}]
 

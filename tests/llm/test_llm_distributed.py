@@ -21,12 +21,12 @@ import torch
 from safetensors.torch import load_file
 
 from grpo.llm.config import GRPOConfig
-from grpo.llm.distributed import Runtime, launch_command
-from grpo.llm.generation import encode_prompts, generate
-from grpo.llm.rewards import RewardSet
+from grpo.llm.infra.distributed import Runtime, launch_command
+from grpo.llm.rollout.generation import encode_prompts, generate
+from grpo.llm.data.rewards import RewardSet
 from grpo.llm.run import check_scale_out, train
-from grpo.llm.seeding import prompt_keys, sample_from, uniforms
-from grpo.llm.trainer import GRPOTrainer
+from grpo.llm.rollout.seeding import prompt_keys, sample_from, uniforms
+from grpo.llm.algorithms.grpo import GRPOTrainer
 from grpo.utils.io import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,8 +119,8 @@ class ThreadRank(Runtime):
 
 
 def _trainer(cfg, tiny_path, runtime=None):
-    from grpo.llm.data import load_rows
-    from grpo.llm.models import frozen_copy, load_model, load_tokenizer
+    from grpo.llm.data.tasks import load_rows
+    from grpo.llm.modeling.models import frozen_copy, load_model, load_tokenizer
 
     policy, tok = load_model(str(tiny_path)), load_tokenizer(str(tiny_path))
     return GRPOTrainer(cfg, policy, tok, load_rows("addition"), RewardSet.from_specs(["exact", "digits:0.5"]),

@@ -7,10 +7,10 @@ import importlib
 
 import pytest
 
-MODULES = ["grpo.llm.rewards.answer", "grpo.llm.rewards.fmt", "grpo.llm.rewards.length", "grpo.llm.rewards.process",
-           "grpo.llm.rewards.execution", "grpo.llm.rewards.code_tests",
-           "grpo.llm.rewards.base", "grpo.llm.generation", "grpo.llm.evaluation", "grpo.llm.schedules",
-           "grpo.llm.rewards.plugins", "grpo.llm.sample"]
+MODULES = ["grpo.llm.data.rewards.answer", "grpo.llm.data.rewards.fmt", "grpo.llm.data.rewards.length", "grpo.llm.data.rewards.process",
+           "grpo.llm.data.rewards.execution", "grpo.llm.data.rewards.code_tests",
+           "grpo.llm.data.rewards.base", "grpo.llm.rollout.generation", "grpo.llm.evaluation", "grpo.llm.infra.schedules",
+           "grpo.llm.data.rewards.plugins", "grpo.llm.sample"]
 
 
 @pytest.mark.parametrize("name", MODULES)

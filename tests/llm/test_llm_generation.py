@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from grpo.llm.generation import Rollout, completion_mask, encode_prompts, generate
-from grpo.llm.logprobs import completion_logprobs, selective_log_softmax
+from grpo.llm.rollout.generation import Rollout, completion_mask, encode_prompts, generate
+from grpo.llm.modeling.logprobs import completion_logprobs, selective_log_softmax
 
 
 def test_completion_mask_early_eos_and_truncation():
@@ -131,7 +131,7 @@ def test_cached_and_hf_engines_agree_greedily(tiny):
 
 
 def test_filter_logits_top_p_keeps_the_smallest_set_reaching_p():
-    from grpo.llm.generation import filter_logits
+    from grpo.llm.rollout.generation import filter_logits
 
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     kept = torch.isfinite(filter_logits(logits, top_p=0.7))

@@ -9,9 +9,9 @@ import math
 import torch
 
 from grpo.llm.config import GRPOConfig
-from grpo.llm.rewards import RewardSet
-from grpo.llm.rewards.base import ScoredBatch, StepRewards
-from grpo.llm.trainer import GRPOTrainer, varied_groups
+from grpo.llm.data.rewards import RewardSet
+from grpo.llm.data.rewards.base import ScoredBatch, StepRewards
+from grpo.llm.algorithms.grpo import GRPOTrainer, varied_groups
 
 
 def _scored(totals, steps, step_weight=1.0):

@@ -20,7 +20,7 @@ def _one_line(capsys) -> str:
 @pytest.fixture()
 def model_dir(tmp_path, random_tiny):
     """A small random model saved as a normal model folder."""
-    from grpo.llm.checkpoint import save_model
+    from grpo.llm.infra.checkpoint import save_model
 
     model, tok = random_tiny
     save_model(tmp_path / "m", model, tok)
@@ -64,7 +64,7 @@ def test_damaged_weights_name_the_file(model_dir, capsys, damage):
     ('{"prompt": null, "answer": "1"}', "line 2: prompt is missing (null)"),
 ])
 def test_a_row_without_a_usable_prompt_names_file_and_line(tmp_path, line, problem):
-    from grpo.llm.data import load_rows
+    from grpo.llm.data.tasks import load_rows
 
     path = tmp_path / "d.jsonl"
     path.write_text('{"prompt": "1+1=", "answer": "2"}\n' + line + "\n")
@@ -74,7 +74,7 @@ def test_a_row_without_a_usable_prompt_names_file_and_line(tmp_path, line, probl
 
 
 def test_a_csv_row_with_an_empty_prompt_names_the_row(tmp_path):
-    from grpo.llm.data import load_rows
+    from grpo.llm.data.tasks import load_rows
 
     path = tmp_path / "d.csv"
     path.write_text("prompt,answer\n1+1=,2\n,3\n")
@@ -105,7 +105,7 @@ def test_reward_weight_must_be_finite(tmp_path, capsys, weight):
 
 
 def test_negative_and_zero_weights_are_allowed():
-    from grpo.llm.rewards import parse_reward_spec
+    from grpo.llm.data.rewards import parse_reward_spec
 
     assert parse_reward_spec("length:-0.5") == ("length", -0.5) and parse_reward_spec("format:0") == ("format", 0.0)
 

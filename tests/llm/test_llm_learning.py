@@ -14,14 +14,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-import grpo.llm.logprobs as logprobs_mod
-import grpo.llm.trainer as trainer_mod
+import grpo.llm.modeling.logprobs as logprobs_mod
+import grpo.llm.algorithms.grpo as trainer_mod
 from grpo.llm.config import GRPOConfig
-from grpo.llm.data import load_rows
+from grpo.llm.data.tasks import load_rows
 from grpo.llm.evaluation import greedy_accuracy
-from grpo.llm.models import frozen_copy, load_model, load_tokenizer
-from grpo.llm.rewards import RewardSet
-from grpo.llm.trainer import GRPOTrainer
+from grpo.llm.modeling.models import frozen_copy, load_model, load_tokenizer
+from grpo.llm.data.rewards import RewardSet
+from grpo.llm.algorithms.grpo import GRPOTrainer
 
 STEPS, MIN_GAIN = 60, 0.2  # the bar sits in the middle of the measured gap (module docstring)
 

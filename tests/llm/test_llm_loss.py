@@ -10,9 +10,9 @@ import torch
 from grpo.core import grpo_loss, kl_estimate
 from grpo.llm.config import (AGGREGATION_NAMES, KL_ESTIMATOR_NAMES, RATIO_LEVEL_NAMES, REWARD_SCALE_NAMES,
                              GRPOConfig)
-from grpo.llm.generation import Rollout
-from grpo.llm.rewards import RewardSet
-from grpo.llm.trainer import GRPOTrainer
+from grpo.llm.rollout.generation import Rollout
+from grpo.llm.data.rewards import RewardSet
+from grpo.llm.algorithms.grpo import GRPOTrainer
 
 
 def test_config_choices_match_core_registries():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grpo.llm.checkpoint import list_checkpoints, load_trainer_state, prepare_run_dir, save_checkpoint, save_model
-from grpo.llm.models import is_conversational, load_model, load_tokenizer, prompt_texts
+from grpo.llm.infra.checkpoint import list_checkpoints, load_trainer_state, prepare_run_dir, save_checkpoint, save_model
+from grpo.llm.modeling.models import is_conversational, load_model, load_tokenizer, prompt_texts
 
 
 def test_char_tokenizer_roundtrip(random_tiny):

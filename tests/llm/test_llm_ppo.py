@@ -7,17 +7,17 @@ import json
 import pytest
 import torch
 
-import grpo.llm.ppo as ppo_mod
+import grpo.llm.algorithms.ppo as ppo_mod
 from grpo.cli import main
-from grpo.llm.data import load_rows
+from grpo.llm.data.tasks import load_rows
 from grpo.llm.evaluation import greedy_accuracy
-from grpo.llm.generation import generate
-from grpo.llm.logprobs import completion_logprobs
-from grpo.llm.models import frozen_copy, load_model, load_tokenizer
-from grpo.llm.ppo import PPOTrainer, token_gae, token_rewards
+from grpo.llm.rollout.generation import generate
+from grpo.llm.modeling.logprobs import completion_logprobs
+from grpo.llm.modeling.models import frozen_copy, load_model, load_tokenizer
+from grpo.llm.algorithms.ppo import PPOTrainer, token_gae, token_rewards
 from grpo.llm.ppo_config import PPOConfig
-from grpo.llm.rewards import RewardSet
-from grpo.llm.value import build_value_model
+from grpo.llm.data.rewards import RewardSet
+from grpo.llm.algorithms.value import build_value_model
 from grpo.utils.io import read_jsonl
 
 

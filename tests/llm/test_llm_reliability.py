@@ -10,9 +10,9 @@ import torch
 
 from grpo.errors import NonFiniteError
 from grpo.llm.config import GRPOConfig
-from grpo.llm.data import load_rows
-from grpo.llm.rewards import RewardError, RewardSet
-from grpo.llm.trainer import GRPOTrainer
+from grpo.llm.data.tasks import load_rows
+from grpo.llm.data.rewards import RewardError, RewardSet
+from grpo.llm.algorithms.grpo import GRPOTrainer
 
 PROMPTS = ["1+1=", "2+2=", "3+3=", "4+4="]
 COMPLETIONS = ["2", "oops", "6", "8"]
@@ -99,7 +99,7 @@ def test_dropped_groups_do_not_move_the_policy(tiny):
 
 
 def test_non_finite_loss_skips_the_update_then_stops(tiny, monkeypatch):
-    import grpo.llm.trainer as trainer_mod
+    import grpo.llm.algorithms.grpo as trainer_mod
 
     trainer = _trainer(tiny, RewardSet({"len": lambda p, c, **_: [float(len(x)) for x in c]}), nonfinite_limit=2)
     real = trainer_mod.grpo_loss

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from grpo.cli import main
-from grpo.llm.rewards.plugins import check_reward_fn, is_plugin_spec, load_reward, parse_plugin_spec, reward_set
+from grpo.llm.data.rewards.plugins import check_reward_fn, is_plugin_spec, load_reward, parse_plugin_spec, reward_set
 from grpo.utils.io import read_jsonl
 
 REWARD_MODULE = '''

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from grpo.llm.rewards import REWARDS, RewardSet, StepRewards
-from grpo.llm.rewards.answer import exact_answer, math_answer, numeric_answer
-from grpo.llm.rewards.fmt import think_answer_format
-from grpo.llm.rewards.length import length_penalty
-from grpo.llm.rewards.process import digit_steps
+from grpo.llm.data.rewards import REWARDS, RewardSet, StepRewards
+from grpo.llm.data.rewards.answer import exact_answer, math_answer, numeric_answer
+from grpo.llm.data.rewards.fmt import think_answer_format
+from grpo.llm.data.rewards.length import length_penalty
+from grpo.llm.data.rewards.process import digit_steps
 
 
 @pytest.mark.parametrize("completion,gold,expected", [
@@ -85,8 +85,8 @@ def test_reward_set_errors():
 def test_process_rewards_give_process_advantages(random_tiny):
     """A step reward ends at a token; tokens before it collect it (DeepSeekMath 4.1.3)."""
     from grpo.llm.config import GRPOConfig
-    from grpo.llm.generation import Rollout
-    from grpo.llm.trainer import GRPOTrainer, Groups
+    from grpo.llm.rollout.generation import Rollout
+    from grpo.llm.algorithms.grpo import GRPOTrainer, Groups
 
     model, tok = random_tiny
     rows = [{"prompt": "1+1=", "answer": "46"}]

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from grpo.llm.generation import encode_prompts, generate
+from grpo.llm.rollout.generation import encode_prompts, generate
 
 # What a Qwen-style generation_config.json sets, and more: none of it may reach our sampler.
 LEAKY = {"do_sample": True, "top_k": 3, "top_p": 0.5, "temperature": 0.3, "repetition_penalty": 1.5,
@@ -18,7 +18,7 @@ LEAKY = {"do_sample": True, "top_k": 3, "top_p": 0.5, "temperature": 0.3, "repet
 @pytest.fixture()
 def leaky_model(random_tiny, tmp_path):
     """The random tiny model saved to a folder whose generation_config.json sets sampling options."""
-    from grpo.llm.models import load_model, load_tokenizer
+    from grpo.llm.modeling.models import load_model, load_tokenizer
 
     model, tok = random_tiny
     model.save_pretrained(tmp_path)
@@ -86,7 +86,7 @@ def test_hf_engine_samples_what_the_cached_engine_samples(leaky_model):
 # ---------------------------------------------------------------- log-probs of the filtered distribution
 def test_sampler_logits_renormalise_over_the_kept_tokens_and_keep_the_sampled_one():
     from grpo.core import categorical_entropy
-    from grpo.llm.logprobs import sampler_logits, selective_log_softmax
+    from grpo.llm.modeling.logprobs import sampler_logits, selective_log_softmax
 
     logits = torch.log(torch.tensor([[[0.4, 0.3, 0.2, 0.1], [0.4, 0.3, 0.2, 0.1]]]))  # [1, 2, 4]
     ids = torch.tensor([[1, 3]])  # token 3 lies outside the top 2 (float noise, or the reference's set)
@@ -101,9 +101,9 @@ def test_sampler_logits_renormalise_over_the_kept_tokens_and_keep_the_sampled_on
 
 def _sampling_trainer(random_tiny, **overrides):
     from grpo.llm.config import GRPOConfig
-    from grpo.llm.models import frozen_copy
-    from grpo.llm.rewards import RewardSet
-    from grpo.llm.trainer import GRPOTrainer
+    from grpo.llm.modeling.models import frozen_copy
+    from grpo.llm.data.rewards import RewardSet
+    from grpo.llm.algorithms.grpo import GRPOTrainer
 
     model, tok = random_tiny
     cfg = GRPOConfig(**{"model": "x", "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 4, "lr": 1e-3,
@@ -114,7 +114,7 @@ def _sampling_trainer(random_tiny, **overrides):
 
 @pytest.mark.parametrize("filtered", [True, False])
 def test_trainer_logprobs_follow_the_filtered_logprobs_option(random_tiny, filtered):
-    from grpo.llm.logprobs import completion_logprobs
+    from grpo.llm.modeling.logprobs import completion_logprobs
 
     tr = _sampling_trainer(random_tiny, filtered_logprobs=filtered)
     g = tr.sample_groups(tr.rows)

@@ -9,7 +9,7 @@ import torch
 
 from grpo.cli import main
 from grpo.llm.config import GRPOConfig
-from grpo.llm.schedules import LR_SCHEDULES, lr_factor
+from grpo.llm.infra.schedules import LR_SCHEDULES, lr_factor
 from grpo.utils.io import read_jsonl
 
 FAST = ["--prompts-per-step", "2", "--group-size", "4", "--max-new-tokens", "4", "--eval-limit", "8",

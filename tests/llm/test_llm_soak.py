@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from grpo.llm.config import GRPOConfig
-from grpo.llm.data import load_rows
-from grpo.llm.models import frozen_copy
-from grpo.llm.rewards import RewardSet
-from grpo.llm.trainer import GRPOTrainer
+from grpo.llm.data.tasks import load_rows
+from grpo.llm.modeling.models import frozen_copy
+from grpo.llm.data.rewards import RewardSet
+from grpo.llm.algorithms.grpo import GRPOTrainer
 from grpo.utils.runtime import current_rss_mb
 
 

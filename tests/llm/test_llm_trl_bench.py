@@ -31,7 +31,7 @@ def fake_run(cmd, **kw):
 subprocess.run = fake_run
 sys.argv = ["compare_trl.py", "--seeds", "0", "1", "--steps", "3", "--out", {out!r}]
 compare_trl.main()
-heavy = sorted(m for m in ("torch", "transformers", "trl", "grpo.llm.tiny") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "transformers", "trl", "grpo.llm.modeling.tiny") if m in sys.modules)
 print("CHECK " + json.dumps({{"heavy": heavy, "calls": calls}}))
 """
 

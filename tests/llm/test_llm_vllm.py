@@ -12,10 +12,10 @@ import torch
 
 from grpo.cli import main
 from grpo.llm.config import GRPOConfig
-from grpo.llm.data import load_rows
-from grpo.llm.models import load_model, load_tokenizer
-from grpo.llm.rewards import RewardSet
-from grpo.llm.trainer import GRPOTrainer
+from grpo.llm.data.tasks import load_rows
+from grpo.llm.modeling.models import load_model, load_tokenizer
+from grpo.llm.data.rewards import RewardSet
+from grpo.llm.algorithms.grpo import GRPOTrainer
 
 
 class FakeLLM:
@@ -119,7 +119,7 @@ def test_engine_samples_with_per_prompt_params_and_gets_weights_after_each_updat
 def test_adapter_runs_push_merged_plain_weights(fake_vllm, tiny_path):
     from peft import get_peft_model
 
-    from grpo.llm.adapters import ADAPTERS
+    from grpo.llm.modeling.adapters import ADAPTERS
 
     cfg = GRPOConfig(model=str(tiny_path), generation="vllm", adapter="lora", lora_r=4, prompts_per_step=2,
                      group_size=4, max_new_tokens=4, lr=5e-2, beta=0.0)

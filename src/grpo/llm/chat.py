@@ -3,7 +3,7 @@
 The conversation goes through the tokenizer's chat template when it has one; without one (the
 built-in tiny model), each line is a prompt of its own, as in training. Sampling takes the
 training options (temperature, top-p, top-k, max new tokens) and the same logit filter
-(:func:`grpo.llm.generation.filter_logits`). ``/reset`` starts a new conversation; ``/quit``,
+(:func:`grpo.llm.rollout.generation.filter_logits`). ``/reset`` starts a new conversation; ``/quit``,
 end of input (Ctrl-D) or Ctrl-C ends.
 """
 
@@ -46,7 +46,7 @@ def load_for_sampling(args: argparse.Namespace) -> tuple[Any, Any, Sampling, str
     import torch
 
     from grpo.llm.config import GRPOConfig
-    from grpo.llm.models import load_model, load_tokenizer, pick_device
+    from grpo.llm.modeling.models import load_model, load_tokenizer, pick_device
     from grpo.llm.run import model_path
 
     cfg = GRPOConfig(model=args.model, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
@@ -69,9 +69,9 @@ def stream_reply(model: Any, tok: Any, prompt: str, s: Sampling, write: Callable
 def _stream(model: Any, tok: Any, prompt: str, s: Sampling, write: Callable[[str], Any]) -> str:
     import torch
 
-    from grpo.llm.generation import encode_prompts, eos_ids_of, filter_logits
-    from grpo.llm.logprobs import cache_kwargs, cache_of
-    from grpo.llm.models import context_length
+    from grpo.llm.rollout.generation import encode_prompts, eos_ids_of, filter_logits
+    from grpo.llm.modeling.logprobs import cache_kwargs, cache_of
+    from grpo.llm.modeling.models import context_length
 
     device = next(model.parameters()).device
     ids, _ = encode_prompts(tok, [prompt], device, context_length(model), s.max_new_tokens)  # [1, P]
@@ -104,7 +104,7 @@ def _stream(model: Any, tok: Any, prompt: str, s: Sampling, write: Callable[[str
 def chat_loop(model: Any, tok: Any, s: Sampling, read: Callable[[str], str] = input,
               write: Callable[[str], Any] = sys.stdout.write, system: str | None = None) -> int:
     """The REPL: returns the number of replies given."""
-    from grpo.llm.models import prompt_texts
+    from grpo.llm.modeling.models import prompt_texts
 
     template = bool(getattr(tok, "chat_template", None))
     history: list[dict[str, str]] = []

@@ -46,8 +46,8 @@ def _train(args: argparse.Namespace) -> int:
     from grpo.llm.ppo_config import config_from_args
     from grpo.llm.run import train
 
-    from grpo.llm.distributed import launched, relaunch
-    from grpo.llm.rewards.plugins import check_reward_specs
+    from grpo.llm.infra.distributed import launched, relaunch
+    from grpo.llm.data.rewards.plugins import check_reward_specs
     from grpo.llm.run import preflight
 
     from grpo.utils.bounds import check_out_dir
@@ -67,10 +67,10 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from grpo.llm.config import TINY_MAX_NEW_TOKENS
-    from grpo.llm.data import default_rewards, load_rows
+    from grpo.llm.data.tasks import default_rewards, load_rows
     from grpo.llm.evaluation import correct_counts, pass_at_k
-    from grpo.llm.models import load_model, load_tokenizer, pick_device
-    from grpo.llm.rewards.plugins import answer_check
+    from grpo.llm.modeling.models import load_model, load_tokenizer, pick_device
+    from grpo.llm.data.rewards.plugins import answer_check
     from grpo.llm.config import GRPOConfig
     from grpo.llm.run import model_path
 

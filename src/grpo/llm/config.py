@@ -13,8 +13,8 @@ AGGREGATION_NAMES = ("constant", "sequence-mean", "token-mean")
 REWARD_SCALE_NAMES = ("group", "batch", "none")
 GENERATION_NAMES = ("cached", "hf", "vllm")
 MIXED_PRECISION_NAMES = ("no", "bf16", "fp16")
-ADAPTER_NAMES = ("lora", "dora", "rslora")  # grpo.llm.adapters.ADAPTERS
-LR_SCHEDULE_NAMES = ("constant", "cosine", "linear")  # grpo.llm.schedules.LR_SCHEDULES
+ADAPTER_NAMES = ("lora", "dora", "rslora")  # grpo.llm.modeling.adapters.ADAPTERS
+LR_SCHEDULE_NAMES = ("constant", "cosine", "linear")  # grpo.llm.infra.schedules.LR_SCHEDULES
 
 # Used when no --model is given: the built-in tiny model learns at a much higher rate.
 TINY_LR = 3e-4
@@ -204,7 +204,7 @@ class GRPOConfig:
             raise ValueError("save_merged applies to adapter runs (--adapter lora): the final model is already merged")
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other: pick one")
-        from grpo.llm.rewards.plugins import parse_spec
+        from grpo.llm.data.rewards.plugins import parse_spec
 
         for spec in self.reward or []:
             parse_spec(spec)  # a weight that is not a finite number fails here, before any loading

@@ -7,10 +7,10 @@ from typing import Any, Callable
 
 import torch
 
-from grpo.llm.data import Row, columns_of
-from grpo.llm.generation import encode_prompts, generate
-from grpo.llm.models import context_length, prompt_texts
-from grpo.llm.rewards.answer import exact_answer
+from grpo.llm.data.tasks import Row, columns_of
+from grpo.llm.rollout.generation import encode_prompts, generate
+from grpo.llm.modeling.models import context_length, prompt_texts
+from grpo.llm.data.rewards.answer import exact_answer
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

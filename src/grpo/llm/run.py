@@ -8,21 +8,21 @@ from typing import Any, Callable
 
 import torch
 
-from grpo.llm.adapters import AdapterOffReference, check_adapter_options, load_policy, save_merged
-from grpo.llm.algos import build_trainer
+from grpo.llm.modeling.adapters import AdapterOffReference, check_adapter_options, load_policy, save_merged
+from grpo.llm.algorithms.registry import build_trainer
 from grpo.llm.bounds import check_memory
-from grpo.llm.checkpoint import load_trainer_state, prepare_run_dir, save_checkpoint, save_model
+from grpo.llm.infra.checkpoint import load_trainer_state, prepare_run_dir, save_checkpoint, save_model
 from grpo.llm.config import GRPOConfig
-from grpo.llm.distributed import Runtime, make_runtime
-from grpo.llm.data import default_rewards, load_rows
+from grpo.llm.infra.distributed import Runtime, make_runtime
+from grpo.llm.data.tasks import default_rewards, load_rows
 from grpo.llm.evaluation import greedy_accuracy
-from grpo.llm.models import frozen_copy, load_model, load_tokenizer
-from grpo.llm.recompute import enable_gradient_checkpointing
-from grpo.llm.rewards import RewardSet, SequenceClassifierReward
-from grpo.llm.rewards.plugins import reward_set
-from grpo.llm.runlog import RunLog
-from grpo.llm.schedules import lr_factor, set_learning_rates
-from grpo.llm.trainer import sample_records
+from grpo.llm.modeling.models import frozen_copy, load_model, load_tokenizer
+from grpo.llm.modeling.activation_checkpointing import enable_gradient_checkpointing
+from grpo.llm.data.rewards import RewardSet, SequenceClassifierReward
+from grpo.llm.data.rewards.plugins import reward_set
+from grpo.llm.infra.runlog import RunLog
+from grpo.llm.infra.schedules import lr_factor, set_learning_rates
+from grpo.llm.algorithms.grpo import sample_records
 from grpo.utils.config import to_dict
 from grpo.utils.io import write_json
 from grpo.utils.runtime import peak_rss_mb, seed_everything
@@ -40,7 +40,7 @@ def build_rewards(cfg: GRPOConfig, device: torch.device) -> RewardSet:
 def model_path(cfg: GRPOConfig, log: Callable[[str], None] = print) -> str:
     if cfg.model is not None:
         return cfg.model
-    from grpo.llm.tiny import tiny_model_path
+    from grpo.llm.modeling.tiny import tiny_model_path
 
     return str(tiny_model_path(log=log))
 
@@ -49,7 +49,7 @@ def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = p
     """Refuse the scale-out options this algorithm or strategy cannot honour, saying what to change."""
     check_adapter_options(cfg)
     if cfg.generation == "vllm":
-        from grpo.llm.vllm_engine import import_vllm
+        from grpo.llm.rollout.vllm_engine import import_vllm
 
         import_vllm()  # not installed: say how, before loading anything
     if getattr(cfg, "algo", "grpo") == "ppo":
@@ -77,13 +77,13 @@ def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = p
 def preflight(cfg: GRPOConfig) -> None:
     """Checks that need no model, run before starting several processes, so that a bad option fails
     once, in one line, instead of in every process."""
-    from grpo.llm.distributed import autocast_dtype
-    from grpo.llm.models import pick_device
+    from grpo.llm.infra.distributed import autocast_dtype
+    from grpo.llm.modeling.models import pick_device
 
     autocast_dtype(cfg.mixed_precision, pick_device(cfg.device))
     check_adapter_options(cfg)
     if cfg.generation == "vllm":
-        from grpo.llm.vllm_engine import import_vllm
+        from grpo.llm.rollout.vllm_engine import import_vllm
 
         import_vllm()
     if not (cfg.resume or cfg.overwrite):

@@ -38,9 +38,9 @@ def format_rows(header: list[str], rows: list[list[str]]) -> str:
 def sample_table(model: Any, tok: Any, rows: list[dict], rewards: Any, s: Any, samples: int = 1,
                  width: int = 40) -> str:
     """Generate ``samples`` completions per row, score them and lay them out one per line."""
-    from grpo.llm.data import columns_of
-    from grpo.llm.generation import encode_prompts, generate
-    from grpo.llm.models import context_length, prompt_texts
+    from grpo.llm.data.tasks import columns_of
+    from grpo.llm.rollout.generation import encode_prompts, generate
+    from grpo.llm.modeling.models import context_length, prompt_texts
 
     device = next(model.parameters()).device
     texts = prompt_texts(tok, [r["prompt"] for r in rows])
@@ -74,8 +74,8 @@ def register(llm_sub: argparse._SubParsersAction) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from grpo.llm.data import default_rewards, load_rows
-    from grpo.llm.rewards.plugins import reward_set
+    from grpo.llm.data.tasks import default_rewards, load_rows
+    from grpo.llm.data.rewards.plugins import reward_set
 
     if args.n < 1 or args.samples < 1 or args.width < 4:
         raise ValueError("--n and --samples must be >= 1, --width >= 4")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from grpo.llm.rewards.answer import _gold_text
-from grpo.llm.rewards.base import StepRewards, register
+from grpo.llm.data.rewards.answer import _gold_text
+from grpo.llm.data.rewards.base import StepRewards, register
 
 
 @register("digits", columns=("answer",))

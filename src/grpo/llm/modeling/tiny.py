@@ -113,7 +113,7 @@ def pretrain(spec: TinySpec, device: str | torch.device = "cpu", log: Any = None
 def _pretrain(spec: TinySpec, device: str | torch.device, log: Any) -> tuple[Any, Any, dict]:
     import random
 
-    from grpo.llm.data import load_rows
+    from grpo.llm.data.tasks import load_rows
     from grpo.llm.evaluation import greedy_accuracy
 
     tok = char_tokenizer()

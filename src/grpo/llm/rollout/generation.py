@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from grpo.core import Registry
-from grpo.llm.logprobs import cache_kwargs, cache_of, filter_logits, inner_model, position_ids_of
-from grpo.llm.seeding import sample_from, sample_keys, uniforms
+from grpo.llm.modeling.logprobs import cache_kwargs, cache_of, filter_logits, inner_model, position_ids_of
+from grpo.llm.rollout.seeding import sample_from, sample_keys, uniforms
 
 # Generation engines, chosen by name; all share the signature of :func:`generate_cached`.
 GENERATORS: Registry = Registry("generation engine")
@@ -128,7 +128,7 @@ def generate_cached(
     Each prompt is encoded once and its cache repeated for its G samples (``generate`` would encode
     it G times); then one token per step for the rows still going, until every row has emitted EOS
     or ``max_new_tokens`` is reached. Finished rows leave the batch and its cache; they are padded.
-    With ``seeds`` (one key per prompt [B], :mod:`grpo.llm.seeding`) each sample's tokens depend only
+    With ``seeds`` (one key per prompt [B], :mod:`grpo.llm.rollout.seeding`) each sample's tokens depend only
     on its prompt's key, not on the other rows in the batch; without, torch's global RNG is used.
     """
     eos = eos_ids_of(tokenizer, model)
@@ -262,6 +262,6 @@ GENERATOR_BUILDERS.register("hf")(lambda cfg, model, tokenizer, runtime: GENERAT
 
 @GENERATOR_BUILDERS.register("vllm")
 def _vllm(cfg: Any, model: Any, tokenizer: Any, runtime: Any) -> Any:
-    from grpo.llm.vllm_engine import VLLMGenerator  # imported only when asked for
+    from grpo.llm.rollout.vllm_engine import VLLMGenerator  # imported only when asked for
 
     return VLLMGenerator(cfg, model, tokenizer, runtime)

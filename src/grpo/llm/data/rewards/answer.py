@@ -6,7 +6,7 @@ import re
 import threading
 from typing import Any
 
-from grpo.llm.rewards.base import register
+from grpo.llm.data.rewards.base import register
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S)

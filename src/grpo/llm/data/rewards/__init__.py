@@ -13,8 +13,8 @@ Built-in rewards are registered by name in :data:`REWARDS`; those that check a f
 flagged ``accuracy`` so the trainer can log accuracy from them.
 """
 
-from grpo.llm.rewards.base import REWARD_FAILURE_POLICIES, REWARDS, RewardError, RewardFn, RewardSet, StepRewards, parse_reward_spec
-from grpo.llm.rewards import answer, execution, fmt, length, process  # noqa: F401  (registers built-ins)
-from grpo.llm.rewards.model import SequenceClassifierReward
+from grpo.llm.data.rewards.base import REWARD_FAILURE_POLICIES, REWARDS, RewardError, RewardFn, RewardSet, StepRewards, parse_reward_spec
+from grpo.llm.data.rewards import answer, execution, fmt, length, process  # noqa: F401  (registers built-ins)
+from grpo.llm.data.rewards.model import SequenceClassifierReward
 
 __all__ = ["REWARD_FAILURE_POLICIES", "REWARDS", "RewardError", "RewardFn", "RewardSet", "SequenceClassifierReward", "StepRewards", "parse_reward_spec"]

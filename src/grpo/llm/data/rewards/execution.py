@@ -1,6 +1,6 @@
 """The ``code`` reward: the fraction of a row's tests that the completion's function passes.
 
-Each completion's code runs in :mod:`grpo.llm.sandbox` under ``_code_harness.py``, which receives
+Each completion's code runs in :mod:`grpo.llm.infra.sandbox` under ``_code_harness.py``, which receives
 only the solution and the test *inputs* and sends back what each call returned, as JSON. The
 expected values, and so the verdict, stay in the trainer: the comparison (:func:`same_value`)
 runs here on plain data, never calling an object the solution made. A solution that reads the
@@ -8,7 +8,7 @@ harness's frames, patches ``json`` or builtins, prints fake results, exits early
 returns an object whose ``__eq__`` always says True gets no credit for it (issue 11): exit status
 and printed text are not the verdict, only values equal to the expected ones are.
 
-Limits (see :mod:`grpo.llm.sandbox`): the sandbox does not hide readable files, so the program
+Limits (see :mod:`grpo.llm.infra.sandbox`): the sandbox does not hide readable files, so the program
 can read a task file its uid may read (keep it 0600 when the trainer runs as root, so that the
 sandbox's own uid cannot). ``timeout_s`` is for all of a completion's calls together; the calls
 that returned before a timeout still count.
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from grpo.llm.rewards.base import register
-from grpo.llm.rewards.code_tests import TestCase, parse_tests, same_value
-from grpo.llm.sandbox import SandboxResult, run_untrusted
+from grpo.llm.data.rewards.base import register
+from grpo.llm.data.rewards.code_tests import TestCase, parse_tests, same_value
+from grpo.llm.infra.sandbox import SandboxResult, run_untrusted
 
 _HARNESS = (Path(__file__).parent / "_code_harness.py").read_text()
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
@@ -116,7 +116,7 @@ def code_execution_reward(
     workers: int | None = None,
     **columns: Any,
 ) -> list[float | None]:
-    """Fraction of the row's ``tests`` (see :mod:`grpo.llm.rewards.code_tests`) that the
+    """Fraction of the row's ``tests`` (see :mod:`grpo.llm.data.rewards.code_tests`) that the
     completion's code passes in the sandbox; None for a sample without tests. Accuracy counts a
     completion right when it passes all of them.
 

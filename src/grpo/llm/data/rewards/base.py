@@ -102,7 +102,7 @@ class RewardSet:
     NaN/inf or the wrong number of values: ``raise`` a :class:`RewardError` naming the function
     and the sample, score the sample ``zero``, or ``drop`` its whole group from the update.
     A hung function cannot be killed from a thread: it is abandoned (it may keep a core busy);
-    run untrusted code through :mod:`grpo.llm.sandbox`, which has real limits.
+    run untrusted code through :mod:`grpo.llm.infra.sandbox`, which has real limits.
     """
 
     fns: dict[str, Callable]

@@ -5,7 +5,7 @@ keeps the policy in eval mode (dropout off, so the ratio is exactly 1 at mu = 1)
 checkpointed layer is switched to training mode on its own, only while gradients are recorded;
 its submodules (attention, MLP, their dropout) stay in eval mode. Under checkpointing the layers
 drop the KV cache, so log-probs with gradients use one plain forward pass per sequence instead of
-sharing each prompt's encoding (:func:`grpo.llm.logprobs.completion_logprobs` checks
+sharing each prompt's encoding (:func:`grpo.llm.modeling.logprobs.completion_logprobs` checks
 :func:`recomputes`).
 """
 
@@ -28,7 +28,7 @@ def enable_gradient_checkpointing(model: Any) -> None:
     """Recompute each decoder layer's activations in the backward pass (non-reentrant checkpoints)."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    from grpo.llm.logprobs import inner_model
+    from grpo.llm.modeling.logprobs import inner_model
 
     inner = inner_model(model)
     if not getattr(inner, "supports_gradient_checkpointing", False):
@@ -48,7 +48,7 @@ def enable_gradient_checkpointing(model: Any) -> None:
 
 def recomputes(model: Any) -> bool:
     """True when ``model`` checkpoints activations in the current (grad-enabled) forward pass."""
-    from grpo.llm.logprobs import inner_model
+    from grpo.llm.modeling.logprobs import inner_model
 
     if not torch.is_grad_enabled():
         return False

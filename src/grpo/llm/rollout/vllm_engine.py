@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 
 from grpo.errors import MissingDependency
-from grpo.llm.adapters import merged_weights
-from grpo.llm.generation import Rollout, _finish, eos_ids_of
-from grpo.llm.logprobs import inner_model
+from grpo.llm.modeling.adapters import merged_weights
+from grpo.llm.rollout.generation import Rollout, _finish, eos_ids_of
+from grpo.llm.modeling.logprobs import inner_model
 
 INSTALL_HINT = "pip install 'grpo-lab[vllm]'"
 
@@ -48,7 +48,7 @@ def _load_weights(worker: Any, weights: list[tuple[str, Tensor]]) -> int:
 
 
 class VLLMGenerator:
-    """A generation engine (the signature of :func:`grpo.llm.generation.generate_cached`) backed by
+    """A generation engine (the signature of :func:`grpo.llm.rollout.generation.generate_cached`) backed by
     ``vllm.LLM``; :meth:`push_weights` copies the policy into it."""
 
     def __init__(self, cfg: Any, model: Any, tokenizer: Any, runtime: Any = None):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from grpo.llm.rewards.base import register
+from grpo.llm.data.rewards.base import register
 
 
 @register("length")

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from grpo.llm.config import GRPOConfig
-from grpo.llm.data import Row
-from grpo.llm.ppo import PPOTrainer
+from grpo.llm.data.tasks import Row
+from grpo.llm.algorithms.ppo import PPOTrainer
 from grpo.llm.ppo_config import PPOConfig
-from grpo.llm.rewards import RewardSet
-from grpo.llm.trainer import GRPOTrainer
+from grpo.llm.data.rewards import RewardSet
+from grpo.llm.algorithms.grpo import GRPOTrainer
 
 
 def _grpo(cfg: GRPOConfig, policy: Any, tok: Any, rows: list[Row], rewards: RewardSet, ref: Any | None,
@@ -35,7 +35,7 @@ def _ppo(cfg: PPOConfig, policy: Any, tok: Any, rows: list[Row], rewards: Reward
 
 
 # Config class -> trainer builder; all share (cfg, policy, tokenizer, rows, rewards, ref, resume_from,
-# optimizer, runtime); the last two are the prepared optimizer and grpo.llm.distributed's Runtime.
+# optimizer, runtime); the last two are the prepared optimizer and grpo.llm.infra.distributed's Runtime.
 TRAINERS: dict[type, Callable[..., Any]] = {GRPOConfig: _grpo, PPOConfig: _ppo}
 
 

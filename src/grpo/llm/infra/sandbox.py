@@ -33,7 +33,7 @@ the interpreter lives where another uid cannot reach it, only the rlimits, the a
 wall clock and the sweep remain, and the program runs as the trainer's user: check
 ``isolation`` before trusting a machine with hostile code.
 
-The ``code`` reward (:mod:`grpo.llm.rewards.execution`) runs model-written functions here and
+The ``code`` reward (:mod:`grpo.llm.data.rewards.execution`) runs model-written functions here and
 judges them outside, from the values they return.
 """
 

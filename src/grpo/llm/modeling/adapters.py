@@ -43,7 +43,7 @@ def is_peft(model: Any) -> bool:
 def load_policy(cfg: Any, path: str, resume_from: Path | None, device: torch.device) -> Any:
     """The policy: the model at ``path`` (or the checkpoint), with a fresh or resumed adapter when
     ``cfg.adapter`` names one."""
-    from grpo.llm.models import load_model
+    from grpo.llm.modeling.models import load_model
 
     if not cfg.adapter:
         return load_model(str(resume_from or path), cfg.dtype, device)
@@ -68,7 +68,7 @@ class AdapterOffReference:
         with self.policy.disable_adapter():
             return self.policy(*args, **kwargs)
 
-    def get_base_model(self) -> Any:  # for signature checks (grpo.llm.logprobs.inner_model)
+    def get_base_model(self) -> Any:  # for signature checks (grpo.llm.modeling.logprobs.inner_model)
         return self.policy.get_base_model()
 
     def parameters(self) -> Iterator[torch.nn.Parameter]:
@@ -112,7 +112,7 @@ def merged_weights(model: Any) -> Iterator[list[tuple[str, Tensor]]]:
 
 def save_merged(path: Path, model: Any, tokenizer: Any) -> None:
     """The adapter run as a normal model folder (adapters merged into the base weights)."""
-    from grpo.llm.checkpoint import save_model
+    from grpo.llm.infra.checkpoint import save_model
 
     with merged_weights(model) as weights:
         state = {k: v.detach().clone() for k, v in weights}

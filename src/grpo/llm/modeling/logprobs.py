@@ -149,7 +149,7 @@ def completion_logprobs(
     G identical prompts, each prompt is encoded once and its KV cache shared by the group.
     """
     C = completion_ids.shape[1]
-    from grpo.llm.recompute import recomputes
+    from grpo.llm.modeling.activation_checkpointing import recomputes
 
     # Gradient checkpointing drops the KV cache inside the layers: then one plain pass per sequence.
     if shares_prompts(prompt_ids, prompt_mask, group_size) and _accepts_logits_to_keep(model) and not recomputes(model):

@@ -4,7 +4,7 @@ A spec is a built-in ``NAME[:WEIGHT]`` when what follows its first ``:`` is a nu
 nothing), else ``MODULE:FUNCTION[:WEIGHT]``: a function name is never a number, so
 ``format:0.5``, ``my_rewards:exact`` and ``my_rewards:exact:0.5`` read one way each. The
 function is imported and its signature checked against the reward protocol
-(:class:`grpo.llm.rewards.base.RewardFn`) at start-up, before any model is loaded. It is logged
+(:class:`grpo.llm.data.rewards.base.RewardFn`) at start-up, before any model is loaded. It is logged
 under its own name (``reward/exact_json/mean``); a function with ``fn.accuracy = True`` is counted
 as the accuracy check, and the named parameters it requires (``answer``) as the columns it needs.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
-from grpo.llm.rewards.base import REWARDS, RewardSet, parse_reward_spec, reward_weight
+from grpo.llm.data.rewards.base import REWARDS, RewardSet, parse_reward_spec, reward_weight
 from grpo.utils.imports import load_attr
 
 ALWAYS_PASSED = ("completion_lengths", "max_new_tokens")  # keywords every call gets, besides the data's columns

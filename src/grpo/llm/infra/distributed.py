@@ -6,7 +6,7 @@ How a multi-process step stays equal to the one-process step with the same globa
 
 - each rank takes a contiguous share of the step's prompts, in whole groups (group statistics and
   advantages are computed on the rank that holds the group);
-- sampling is keyed by each prompt's place in the global batch (:mod:`grpo.llm.seeding`), not by
+- sampling is keyed by each prompt's place in the global batch (:mod:`grpo.llm.rollout.seeding`), not by
   a per-process RNG stream;
 - the loss normaliser (sequences, tokens or the constant) is summed over ranks, and each rank's
   loss is multiplied by the world size, because DDP/FSDP/DeepSpeed *average* gradients over ranks:
@@ -181,7 +181,7 @@ class AccelerateRuntime(Runtime):
             model, optimizer = self.acc.prepare(model, optimizer)
         if self.fsdp:
             # transformers' generate synchronises ranks (synced_gpus) for modules flagged as FSDP-managed.
-            from grpo.llm.logprobs import inner_model
+            from grpo.llm.modeling.logprobs import inner_model
 
             for m in {id(x): x for x in (self.unwrap(model), inner_model(model))}.values():
                 m._is_fsdp_managed_module = True
@@ -288,7 +288,7 @@ def make_runtime(device: str = "auto", mixed_precision: str = "no") -> Runtime:
     """An :class:`AccelerateRuntime` inside a multi-process launch, else a one-process :class:`Runtime`."""
     if launched():
         return AccelerateRuntime(device, mixed_precision)
-    from grpo.llm.models import pick_device
+    from grpo.llm.modeling.models import pick_device
 
     return Runtime(pick_device(device), mixed_precision)
 

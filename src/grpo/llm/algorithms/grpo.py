@@ -38,14 +38,14 @@ from torch import Tensor
 from grpo.core import Registry, aggregate, group_advantages, grpo_loss, masked_mean, process_advantages
 from grpo.core.advantages import ZERO_STD
 from grpo.llm.config import GRPOConfig
-from grpo.llm.data import Row, batch_indices, columns_of
-from grpo.llm.distributed import Runtime
-from grpo.llm.generation import GENERATOR_BUILDERS, Rollout, encode_prompts
-from grpo.llm.logprobs import completion_logprobs
-from grpo.llm.models import context_length, prompt_texts
-from grpo.llm.rewards import RewardSet
-from grpo.llm.rewards.base import ScoredBatch, StepRewards
-from grpo.llm.seeding import prompt_keys
+from grpo.llm.data.tasks import Row, batch_indices, columns_of
+from grpo.llm.infra.distributed import Runtime
+from grpo.llm.rollout.generation import GENERATOR_BUILDERS, Rollout, encode_prompts
+from grpo.llm.modeling.logprobs import completion_logprobs
+from grpo.llm.modeling.models import context_length, prompt_texts
+from grpo.llm.data.rewards import RewardSet
+from grpo.llm.data.rewards.base import ScoredBatch, StepRewards
+from grpo.llm.rollout.seeding import prompt_keys
 from grpo.utils.optim import GuardedStep
 
 # Share of a micro-batch in the full batch's loss normaliser, per aggregation, so that gradient
@@ -121,7 +121,7 @@ def step_token_ends(tokenizer: Any, completion_ids: Tensor, steps: list[StepRewa
 class GRPOTrainer:
     """Owns the policy, the frozen reference (None when beta = 0) and the optimizer.
 
-    ``runtime`` says where the run executes (:mod:`grpo.llm.distributed`): one process by default;
+    ``runtime`` says where the run executes (:mod:`grpo.llm.infra.distributed`): one process by default;
     under accelerate, ``policy`` and ``optimizer`` are the prepared (wrapped) ones and this process
     handles its share of each step's prompts.
     """
@@ -147,7 +147,7 @@ class GRPOTrainer:
     # ------------------------------------------------------------------ 1. generate and score
     def sample_groups(self, rows: list[Row], keys: Tensor | None = None) -> Groups:
         """G completions for each row, scored. ``keys`` [B]: sampling keys of the prompts
-        (:mod:`grpo.llm.seeding`), so that a prompt's samples do not depend on its batch-mates."""
+        (:mod:`grpo.llm.rollout.seeding`), so that a prompt's samples do not depend on its batch-mates."""
         cfg, G = self.cfg, self.cfg.group_size
         texts = prompt_texts(self.tok, [r["prompt"] for r in rows])
         with self.rt.generation(self.policy) as model:

@@ -1,4 +1,4 @@
-"""The child side of :mod:`grpo.llm.sandbox`. Standard library only; never imported by the trainer.
+"""The child side of :mod:`grpo.llm.infra.sandbox`. Standard library only; never imported by the trainer.
 
 Run as ``python -I -S _sandbox_child.py setup CFG_FD REPORT_FD`` by the sandbox. Two stages:
 

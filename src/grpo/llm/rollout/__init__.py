@@ -1,0 +1,1 @@
+"""Sampling: prompts -> G completions each (engines: cached, hf, vllm), per-prompt seeding, scoring -> one Batch."""
