@@ -130,12 +130,12 @@ def sampling(args: argparse.Namespace, rounds: int, prompts: int) -> dict:
                 roll = generate(model, tok, ids, mask, G, gen_cfg.max_new_tokens, gen_cfg.temperature, gen_cfg.top_p,
                                 gen_cfg.top_k, seeds=prompt_keys(args.seed, r, 0, list(range(prompts))))
             else:
-                from grpo.llm.rollout.generation import _finish, eos_ids_of
+                from grpo.llm.rollout.generation import eos_ids_of, finish_rollout
 
                 with torch.no_grad():
                     seq = model.generate(input_ids=ids.repeat_interleave(G, 0),
                                          attention_mask=mask.repeat_interleave(G, 0), generation_config=gen_cfg)
-                roll = _finish(tok, ids, mask, seq[:, ids.shape[1]:], eos_ids_of(tok, model), G)
+                roll = finish_rollout(tok, ids, mask, seq[:, ids.shape[1]:], eos_ids_of(tok, model), G)
             right += torch.tensor(exact_answer(None, roll.completions, answer=answers)).view(prompts, G).mean(1)
             with torch.no_grad():
                 lp, _ = completion_logprobs(model, roll.prompt_ids, roll.prompt_mask, roll.completion_ids,

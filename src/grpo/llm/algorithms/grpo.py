@@ -40,7 +40,8 @@ from grpo.core.advantages import ZERO_STD
 from grpo.llm.config import GRPOConfig
 from grpo.llm.data.tasks import Row, batch_indices, columns_of
 from grpo.llm.infra.distributed import Runtime
-from grpo.llm.rollout.generation import GENERATOR_BUILDERS, Rollout, encode_prompts
+from grpo.llm.rollout.engines import GENERATOR_BUILDERS
+from grpo.llm.rollout.generation import Rollout, encode_prompts
 from grpo.llm.modeling.logprobs import completion_logprobs
 from grpo.llm.modeling.models import context_length, prompt_texts
 from grpo.llm.data.rewards import RewardSet

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from grpo.core import Registry
-from grpo.llm.modeling.logprobs import cache_kwargs, cache_of, position_ids_of, shares_prompts
+from grpo.llm.modeling.hf import cache_kwargs, cache_of, position_ids_of, shares_prompts
 
 HEAD_FILE = "value_head.safetensors"
 

@@ -181,7 +181,7 @@ class AccelerateRuntime(Runtime):
             model, optimizer = self.acc.prepare(model, optimizer)
         if self.fsdp:
             # transformers' generate synchronises ranks (synced_gpus) for modules flagged as FSDP-managed.
-            from grpo.llm.modeling.logprobs import inner_model
+            from grpo.llm.modeling.hf import inner_model
 
             for m in {id(x): x for x in (self.unwrap(model), inner_model(model))}.values():
                 m._is_fsdp_managed_module = True

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from grpo.llm.modeling.hf import inner_model
+
 
 def _train_flag_while_grad(module: torch.nn.Module, args: Any) -> None:
     module.training = torch.is_grad_enabled()
@@ -27,8 +29,6 @@ def _eval_flag_after(module: torch.nn.Module, args: Any, output: Any) -> None:
 def enable_gradient_checkpointing(model: Any) -> None:
     """Recompute each decoder layer's activations in the backward pass (non-reentrant checkpoints)."""
     from transformers.modeling_layers import GradientCheckpointingLayer
-
-    from grpo.llm.modeling.logprobs import inner_model
 
     inner = inner_model(model)
     if not getattr(inner, "supports_gradient_checkpointing", False):
@@ -48,8 +48,6 @@ def enable_gradient_checkpointing(model: Any) -> None:
 
 def recomputes(model: Any) -> bool:
     """True when ``model`` checkpoints activations in the current (grad-enabled) forward pass."""
-    from grpo.llm.modeling.logprobs import inner_model
-
     if not torch.is_grad_enabled():
         return False
     inner = inner_model(model)

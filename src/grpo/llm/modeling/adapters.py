@@ -68,7 +68,7 @@ class AdapterOffReference:
         with self.policy.disable_adapter():
             return self.policy(*args, **kwargs)
 
-    def get_base_model(self) -> Any:  # for signature checks (grpo.llm.modeling.logprobs.inner_model)
+    def get_base_model(self) -> Any:  # for signature checks (grpo.llm.modeling.hf.inner_model)
         return self.policy.get_base_model()
 
     def parameters(self) -> Iterator[torch.nn.Parameter]:

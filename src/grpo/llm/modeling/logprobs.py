@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from grpo.core import categorical_entropy
+from grpo.llm.modeling.activation_checkpointing import recomputes
+from grpo.llm.modeling.hf import accepts_logits_to_keep, cache_kwargs, cache_of, position_ids_of, shares_prompts
 
 
 def selective_log_softmax(logits: Tensor, ids: Tensor) -> Tensor:
@@ -55,43 +55,6 @@ def sampler_logits(logits: Tensor, ids: Tensor, top_k: int = 0, top_p: float = 1
     return logits.masked_fill(~kept, float("-inf"))
 
 
-def position_ids_of(attention_mask: Tensor) -> Tensor:
-    """Positions that skip left padding, as ``generate`` computes them. [N, L] -> [N, L]."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-@functools.lru_cache(maxsize=None)
-def _forward_params(cls: type) -> frozenset[str]:
-    return frozenset(inspect.signature(cls.forward).parameters)
-
-
-def inner_model(model: Any) -> Any:
-    """The Hugging Face model inside DDP/FSDP/DeepSpeed wrappers and peft models, whose forward
-    signature says which arguments it takes (wrappers take ``**kwargs`` and pass them on)."""
-    while True:
-        if hasattr(model, "get_base_model"):  # peft (and the adapters-off reference)
-            model = model.get_base_model()
-        elif isinstance(getattr(model, "module", None), torch.nn.Module):  # DDP, FSDP1, DeepSpeed engine
-            model = model.module
-        else:
-            return model
-
-
-def _accepts_logits_to_keep(model: Any) -> bool:
-    return "logits_to_keep" in _forward_params(type(inner_model(model)))
-
-
-def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
-    """The KV-cache argument under its name: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
-    return {"cache" if "cache" in _forward_params(type(inner_model(model))) else "past_key_values": cache}
-
-
-def cache_of(out: Any) -> Any:
-    """The KV cache a forward pass returned, under either name."""
-    cache = out.get("cache")
-    return cache if cache is not None else out.get("past_key_values")
-
-
 def _shared_prompt_logits(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
                           completion_mask: Tensor, group_size: int) -> Tensor:
     """Logits [N, C, V] predicting each completion token, running each prompt once per group.
@@ -113,15 +76,6 @@ def _shared_prompt_logits(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, c
     rest = model(input_ids=completion_ids[:, :-1], attention_mask=mask[:, :-1],
                  position_ids=position_ids_of(mask)[:, P:-1], use_cache=True, **cache_kwargs(model, cache)).logits
     return torch.cat([first, rest], dim=1)  # [N, C, V]
-
-
-def shares_prompts(prompt_ids: Tensor, prompt_mask: Tensor, group_size: int) -> bool:
-    """True when rows come in groups of ``group_size`` identical prompts (prompt-major)."""
-    N = prompt_ids.shape[0]
-    if group_size < 2 or N % group_size or prompt_ids.shape[1] == 0:
-        return False
-    return bool(torch.equal(prompt_ids, prompt_ids[::group_size].repeat_interleave(group_size, 0))
-                and torch.equal(prompt_mask, prompt_mask[::group_size].repeat_interleave(group_size, 0)))
 
 
 def completion_logprobs(
@@ -149,15 +103,13 @@ def completion_logprobs(
     G identical prompts, each prompt is encoded once and its KV cache shared by the group.
     """
     C = completion_ids.shape[1]
-    from grpo.llm.modeling.activation_checkpointing import recomputes
-
     # Gradient checkpointing drops the KV cache inside the layers: then one plain pass per sequence.
-    if shares_prompts(prompt_ids, prompt_mask, group_size) and _accepts_logits_to_keep(model) and not recomputes(model):
+    if shares_prompts(prompt_ids, prompt_mask, group_size) and accepts_logits_to_keep(model) and not recomputes(model):
         logits = _shared_prompt_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, group_size)
     else:
         ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [N, P + C]
         mask = torch.cat([prompt_mask, completion_mask], dim=1)  # [N, P + C]
-        kwargs = {"logits_to_keep": C + 1} if _accepts_logits_to_keep(model) else {}
+        kwargs = {"logits_to_keep": C + 1} if accepts_logits_to_keep(model) else {}
         logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_of(mask),
                        use_cache=False, **kwargs).logits  # [N, L', V]
         logits = logits[:, -(C + 1):-1]  # [N, C, V]: position t predicts completion token t

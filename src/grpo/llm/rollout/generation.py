@@ -14,14 +14,12 @@ import torch
 from torch import Tensor
 
 from grpo.core import Registry
-from grpo.llm.modeling.logprobs import cache_kwargs, cache_of, filter_logits, inner_model, position_ids_of
+from grpo.llm.modeling.hf import cache_kwargs, cache_of, inner_model, position_ids_of
+from grpo.llm.modeling.logprobs import filter_logits
 from grpo.llm.rollout.seeding import sample_from, sample_keys, uniforms
 
 # Generation engines, chosen by name; all share the signature of :func:`generate_cached`.
 GENERATORS: Registry = Registry("generation engine")
-# Builders of a run's engine by name; all share (cfg, model, tokenizer, runtime) -> engine. An
-# engine may define ``push_weights(model)``, called after each policy update (vLLM's copy).
-GENERATOR_BUILDERS: Registry = Registry("generation engine")
 
 
 @dataclass
@@ -99,8 +97,9 @@ def encode_prompts(tokenizer: Any, texts: list[str], device: torch.device, max_c
     return ids, mask
 
 
-def _finish(tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor, eos: list[int],
-            group_size: int) -> Rollout:
+def finish_rollout(tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor, eos: list[int],
+                   group_size: int) -> Rollout:
+    """The Rollout of sampled ``completion_ids`` [N, C] for prompts [B, P] (each repeated G times)."""
     mask, truncated = completion_mask(completion_ids, eos)
     texts = tokenizer.batch_decode(completion_ids.masked_fill(mask == 0, tokenizer.pad_token_id),
                                    skip_special_tokens=True)
@@ -171,7 +170,7 @@ def generate_cached(
         cache = cache_of(out)
         logits, pos = out.logits[:, -1].float(), pos + 1
     model.train(was_training)
-    return _finish(tokenizer, prompt_ids, prompt_mask, tokens[:, :steps], eos, group_size)
+    return finish_rollout(tokenizer, prompt_ids, prompt_mask, tokens[:, :steps], eos, group_size)
 
 
 def hf_generation_config(tokenizer: Any, model: Any, group_size: int, max_new_tokens: int, temperature: float,
@@ -245,7 +244,7 @@ def generate_hf(
         model.train(was_training)
     if greedy and group_size > 1:
         prompt_ids, prompt_mask = prompt_ids[::group_size], prompt_mask[::group_size]
-    return _finish(tokenizer, prompt_ids, prompt_mask, out[:, P:], eos, group_size)
+    return finish_rollout(tokenizer, prompt_ids, prompt_mask, out[:, P:], eos, group_size)
 
 
 def generate(model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, group_size: int,
@@ -254,14 +253,3 @@ def generate(model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor
     """Sample G completions per prompt with the engine named ``engine`` (``cached`` or ``hf``)."""
     return GENERATORS.get(engine)(model, tokenizer, prompt_ids, prompt_mask, group_size, max_new_tokens,
                                   temperature, top_p, top_k, greedy, seeds)
-
-
-GENERATOR_BUILDERS.register("cached")(lambda cfg, model, tokenizer, runtime: GENERATORS.get("cached"))
-GENERATOR_BUILDERS.register("hf")(lambda cfg, model, tokenizer, runtime: GENERATORS.get("hf"))
-
-
-@GENERATOR_BUILDERS.register("vllm")
-def _vllm(cfg: Any, model: Any, tokenizer: Any, runtime: Any) -> Any:
-    from grpo.llm.rollout.vllm_engine import VLLMGenerator  # imported only when asked for
-
-    return VLLMGenerator(cfg, model, tokenizer, runtime)

@@ -24,8 +24,8 @@ from torch import Tensor
 
 from grpo.errors import MissingDependency
 from grpo.llm.modeling.adapters import merged_weights
-from grpo.llm.rollout.generation import Rollout, _finish, eos_ids_of
-from grpo.llm.modeling.logprobs import inner_model
+from grpo.llm.rollout.generation import Rollout, eos_ids_of, finish_rollout
+from grpo.llm.modeling.hf import inner_model
 
 INSTALL_HINT = "pip install 'grpo-lab[vllm]'"
 
@@ -102,4 +102,4 @@ class VLLMGenerator:
         completion = torch.full((len(rows), C), tokenizer.pad_token_id, dtype=torch.long)
         for i, r in enumerate(rows):
             completion[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        return _finish(tokenizer, prompt_ids, prompt_mask, completion.to(prompt_ids.device), eos, group_size)
+        return finish_rollout(tokenizer, prompt_ids, prompt_mask, completion.to(prompt_ids.device), eos, group_size)
