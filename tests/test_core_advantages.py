@@ -6,11 +6,9 @@ import pytest
 import torch
 
 from grpo.core import (
-    OUTCOME_ESTIMATORS,
     discounted_returns,
     gae,
     group_advantages,
-    leave_one_out_advantages,
     process_advantages,
     timestep_group_advantages,
 )
@@ -52,15 +50,6 @@ def test_group_advantages_rejects_bad_shapes_and_scales():
         group_advantages(torch.tensor([[1.0], [2.0]]))
     with pytest.raises(ValueError, match="reward scale"):
         group_advantages(torch.zeros(2, 2), scale="median")
-
-
-def test_rloo_by_hand():
-    adv = leave_one_out_advantages(torch.tensor([[1.0, 0.0, 0.0, 1.0]]))
-    # sample 0: 1 - mean(0, 0, 1) = 2/3; sample 1: 0 - mean(1, 0, 1) = -2/3
-    assert torch.allclose(adv, torch.tensor([[2 / 3, -2 / 3, -2 / 3, 2 / 3]]))
-    assert OUTCOME_ESTIMATORS.get("rloo") is leave_one_out_advantages
-    with pytest.raises(ValueError, match="unknown outcome advantage estimator"):
-        OUTCOME_ESTIMATORS.get("nope")
 
 
 def test_process_advantages_match_paper_definition():

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from grpo.core import (
+    AGGREGATIONS,
+    MICRO_BATCH_SHARES,
     aggregate,
     categorical_entropy,
     clipped_surrogate,
@@ -178,3 +180,18 @@ def test_masked_whiten_ignores_padding():
     mask = torch.tensor([True, True, True, False])
     out = masked_whiten(x, mask)
     assert torch.allclose(out, torch.tensor([-1.0, 0.0, 1.0, 0.0]), atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", AGGREGATIONS.names())
+def test_micro_batch_shares_rebuild_the_full_batch_loss(mode):
+    """Each aggregation has its share beside it, and micro-batches weighted by their shares sum to
+    the full batch's loss (what gradient accumulation relies on)."""
+    g = torch.Generator().manual_seed(0)
+    loss = torch.randn(6, 5, generator=g)  # [B, T]
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0],
+                         [1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0]]).float()
+    share = MICRO_BATCH_SHARES.get(mode)
+    total = share(mask)
+    parts = [slice(0, 2), slice(2, 3), slice(3, 6)]
+    accumulated = sum(aggregate(loss[p], mask[p], mode, 7.0) * share(mask[p]) / total for p in parts)
+    assert accumulated.item() == pytest.approx(aggregate(loss, mask, mode, 7.0).item(), rel=1e-6)

@@ -44,6 +44,7 @@ from grpo.core import (
     RATIO_LEVELS,
     REWARD_SCALES,
     Registry,
+    ZERO_STD,
     discounted_returns,
     group_advantages,
     grpo_loss,
@@ -205,7 +206,7 @@ class GRPOAgent:
         out.update({
             "train/episode_return_mean": float(batch.returns.mean()),
             "train/episode_length_mean": float(batch.lengths.float().mean()),
-            "train/zero_std_group_frac": float((returns.std(1) < 1e-6).float().mean()),
+            "train/zero_std_group_frac": float((returns.std(1) < ZERO_STD).float().mean()),
             "train/advantage_abs_mean": float(masked_mean(adv.abs(), mask)),
             "train/lr": self.optimizer.param_groups[0]["lr"],
             "train/skipped_updates": float(self.step.skipped_total),

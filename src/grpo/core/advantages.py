@@ -152,20 +152,6 @@ def gae(
 
 
 # Outcome-level advantage estimators for trainers that pick one by name. All share
-# (rewards [B, G], scale) -> [B, G].
+# (rewards [B, G], scale) -> [B, G]. (RLOO left with nothing using it; the algorithm menu adds it here.)
 OUTCOME_ESTIMATORS: Registry = Registry("outcome advantage estimator")
 OUTCOME_ESTIMATORS.register("grpo")(group_advantages)
-
-
-@OUTCOME_ESTIMATORS.register("rloo")
-def leave_one_out_advantages(rewards: Tensor, scale: str = "none", eps: float = 1e-4) -> Tensor:
-    """RLOO (Ahmadian et al. 2024): reward minus the mean of the *other* G-1 samples. [B, G]."""
-    G = rewards.shape[1]
-    rewards = rewards.double()  # float64 statistics, as in group_advantages
-    baseline = (rewards.sum(1, keepdim=True) - rewards) / (G - 1)
-    adv = rewards - baseline
-    if scale == "group":
-        adv = adv / (rewards.std(1, keepdim=True) + eps)
-    elif scale == "batch":
-        adv = adv / (rewards.std() + eps)
-    return torch.where(rewards.std(1, keepdim=True) < ZERO_STD, torch.zeros_like(adv), adv).float()

@@ -25,7 +25,7 @@ from grpo.core.registry import Registry
 KL_ESTIMATORS: Registry = Registry("KL estimator")
 
 # exp() of a log-ratio above this overflows float32 gradients; clamping keeps a broken batch finite.
-_MAX_LOG_RATIO = 20.0
+MAX_LOG_RATIO = 20.0  # exp(20) ~ 5e8: past this a ratio is garbage anyway; keep it finite.
 
 
 @KL_ESTIMATORS.register("k1")
@@ -40,7 +40,7 @@ def kl_k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
 
 @KL_ESTIMATORS.register("k3")
 def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
-    log_r = (ref_logp - logp).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
+    log_r = (ref_logp - logp).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
     # expm1: exp(x) - x - 1 cancels catastrophically near x = 0 and rounds below 0 there.
     return torch.expm1(log_r) - log_r
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from grpo.core.kl import kl_estimate
+from grpo.core.kl import MAX_LOG_RATIO, kl_estimate
 from grpo.core.masked import masked_mean, masked_sum
 from grpo.core.registry import Registry
 
-_MAX_LOG_RATIO = 20.0  # exp(20) ~ 5e8: past this a ratio is garbage anyway; keep it finite.
 
 # ---------------------------------------------------------------------------------------------
 # Importance ratios: per token (PPO, GRPO) or per sequence (GSPO, arXiv 2507.18071).
@@ -47,6 +46,10 @@ def sequence_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
 # All share (loss [B, T], mask [B, T], constant: float | None) -> scalar.
 # ---------------------------------------------------------------------------------------------
 AGGREGATIONS: Registry = Registry("loss aggregation")
+# Each aggregation's share of one micro-batch in the full batch's normaliser, registered beside it,
+# so that gradient accumulation gives exactly the full-batch gradient: share(mask [n, T]) -> float,
+# and the full batch's loss is the sum over micro-batches of aggregate(mb) * share(mb) / share(all).
+MICRO_BATCH_SHARES: Registry = Registry("micro-batch share")
 
 
 @AGGREGATIONS.register("sequence-mean")
@@ -57,10 +60,16 @@ def sequence_mean(loss: Tensor, mask: Tensor, constant: float | None = None) -> 
     return masked_mean(per_seq, has_tokens)
 
 
+MICRO_BATCH_SHARES.register("sequence-mean")(lambda m: float((m.sum(-1) > 0).sum()))  # samples with tokens
+
+
 @AGGREGATIONS.register("token-mean")
 def token_mean(loss: Tensor, mask: Tensor, constant: float | None = None) -> Tensor:
     """DAPO (arXiv 2503.14476): every token of the batch weighs the same."""
     return masked_mean(loss, mask)
+
+
+MICRO_BATCH_SHARES.register("token-mean")(lambda m: float(m.sum()))  # tokens
 
 
 @AGGREGATIONS.register("constant")
@@ -72,6 +81,9 @@ def constant_normaliser(loss: Tensor, mask: Tensor, constant: float | None = Non
     """
     norm = constant if constant is not None else float(loss.shape[-1])
     return masked_sum(loss, mask) / (norm * loss.shape[0])
+
+
+MICRO_BATCH_SHARES.register("constant")(lambda m: float(m.shape[0]))  # samples
 
 
 def aggregate(loss: Tensor, mask: Tensor, mode: str = "sequence-mean", constant: float | None = None) -> Tensor:
@@ -119,7 +131,7 @@ def clipped_surrogate(
     advantages = advantages.to(logp.dtype).expand_as(logp)  # [B, T]
     logp, old_logp, advantages = _zero_padding(mask, logp, old_logp, advantages)
     log_ratio = RATIO_LEVELS.get(ratio_level)(logp, old_logp, mask)
-    ratio = torch.exp(log_ratio.clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO))  # [B, T]
+    ratio = torch.exp(log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))  # [B, T]
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
     loss = -torch.min(unclipped, clipped)  # [B, T]

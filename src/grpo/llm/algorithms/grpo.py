@@ -35,8 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from grpo.core import Registry, aggregate, group_advantages, grpo_loss, masked_mean, process_advantages
-from grpo.core.advantages import ZERO_STD
+from grpo.core import MICRO_BATCH_SHARES, ZERO_STD, aggregate, group_advantages, grpo_loss, masked_mean, process_advantages
 from grpo.llm.config import GRPOConfig
 from grpo.llm.data.tasks import Row, batch_indices, columns_of
 from grpo.llm.infra.distributed import Runtime
@@ -48,14 +47,6 @@ from grpo.llm.data.rewards import RewardSet
 from grpo.llm.data.rewards.base import ScoredBatch, StepRewards
 from grpo.llm.rollout.seeding import prompt_keys
 from grpo.utils.optim import GuardedStep
-
-# Share of a micro-batch in the full batch's loss normaliser, per aggregation, so that gradient
-# accumulation gives exactly the full-batch gradient. All share (mask [n, C]) -> float.
-MICRO_BATCH_SHARES: Registry = Registry("micro-batch share")
-MICRO_BATCH_SHARES.register("sequence-mean")(lambda m: float((m.sum(-1) > 0).sum()))
-MICRO_BATCH_SHARES.register("token-mean")(lambda m: float(m.sum()))
-MICRO_BATCH_SHARES.register("constant")(lambda m: float(m.shape[0]))
-
 
 def logprob_filter(cfg: GRPOConfig) -> dict[str, Any]:
     """The top-k/top-p filter the log-probs apply: the sampler's, or none (``filtered_logprobs``)."""

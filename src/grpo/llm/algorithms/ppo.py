@@ -35,13 +35,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from grpo.core import aggregate, categorical_entropy, explained_variance, gae, grpo_loss, kl_estimate, masked_mean
-from grpo.core import masked_whiten, value_loss
+from grpo.core import MICRO_BATCH_SHARES, masked_whiten, value_loss
 from grpo.llm.data.tasks import Row
 from grpo.llm.rollout.generation import Rollout
 from grpo.llm.modeling.logprobs import completion_logprobs, sampler_logits, selective_log_softmax
 from grpo.llm.ppo_config import PPOConfig
 from grpo.llm.data.rewards import RewardSet
-from grpo.llm.algorithms.grpo import MICRO_BATCH_SHARES, GRPOTrainer, Groups, logprob_filter
+from grpo.llm.algorithms.grpo import GRPOTrainer, Groups, logprob_filter
 from grpo.llm.algorithms.value import ValueModel, build_value_model
 from grpo.utils.optim import GuardedStep
 
