@@ -128,7 +128,7 @@ def sampling(args: argparse.Namespace, rounds: int, prompts: int) -> dict:
         for r in range(rounds):
             if engine == "ours":
                 roll = generate(model, tok, ids, mask, G, gen_cfg.max_new_tokens, gen_cfg.temperature, gen_cfg.top_p,
-                                gen_cfg.top_k, seeds=prompt_keys(args.seed, r, 0, list(range(prompts))))
+                                gen_cfg.top_k, prompt_keys=prompt_keys(args.seed, r, 0, list(range(prompts))))
             else:
                 from grpo.llm.rollout.generation import eos_ids_of, finish_rollout
 

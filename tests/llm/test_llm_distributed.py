@@ -39,14 +39,14 @@ def test_seeded_sampling_does_not_depend_on_batch_mates(random_tiny):
 
     def sample(idx: list[int]) -> list[str]:
         ids, mask = encode_prompts(tok, [texts[i] for i in idx], torch.device("cpu"), None, 6)
-        return generate(model, tok, ids, mask, 4, 6, seeds=keys[idx]).completions
+        return generate(model, tok, ids, mask, 4, 6, prompt_keys=keys[idx]).completions
 
     together = sample([0, 1, 2, 3])
     assert sample([0, 1]) + sample([2, 3]) == together  # as if on two ranks
     assert sample([2]) == together[8:12]
     other = prompt_keys(8, 3, 0, [0, 1, 2, 3])  # another run seed: other samples
     ids, mask = encode_prompts(tok, texts, torch.device("cpu"), None, 6)
-    assert generate(model, tok, ids, mask, 4, 6, seeds=other).completions != together
+    assert generate(model, tok, ids, mask, 4, 6, prompt_keys=other).completions != together
 
 
 def test_keyed_uniforms_sample_the_distribution():

@@ -120,15 +120,16 @@ def generate_cached(
     top_p: float = 1.0,
     top_k: int = 0,
     greedy: bool = False,
-    seeds: Tensor | None = None,
+    prompt_keys: Tensor | None = None,
 ) -> Rollout:
     """Sample ``group_size`` completions for each of B prompts ([B, P]) with a shared-prompt KV cache.
 
     Each prompt is encoded once and its cache repeated for its G samples (``generate`` would encode
     it G times); then one token per step for the rows still going, until every row has emitted EOS
     or ``max_new_tokens`` is reached. Finished rows leave the batch and its cache; they are padded.
-    With ``seeds`` (one key per prompt [B], :mod:`grpo.llm.rollout.seeding`) each sample's tokens depend only
-    on its prompt's key, not on the other rows in the batch; without, torch's global RNG is used.
+    With ``prompt_keys`` (one sampling key per prompt [B], :mod:`grpo.llm.rollout.seeding`) each
+    sample's tokens depend only on its prompt's key, not on the other rows in the batch; without,
+    torch's global RNG is used.
     """
     eos = eos_ids_of(tokenizer, model)
     eos_t = torch.tensor(eos, device=prompt_ids.device)
@@ -144,7 +145,7 @@ def generate_cached(
     N = mask.shape[0]
     tokens = torch.full((N, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=mask.device)  # [N, C]
     active = torch.arange(N, device=mask.device)  # [n] rows that have not emitted EOS
-    keys = None if seeds is None else sample_keys(seeds.cpu(), group_size)  # [N]
+    keys = None if prompt_keys is None else sample_keys(prompt_keys.cpu(), group_size)  # [N]
     steps = max_new_tokens
     for t in range(max_new_tokens):
         if greedy:
@@ -222,10 +223,10 @@ def generate_hf(
     top_p: float = 1.0,
     top_k: int = 0,
     greedy: bool = False,
-    seeds: Tensor | None = None,
+    prompt_keys: Tensor | None = None,
 ) -> Rollout:
     """The same with Hugging Face ``generate`` (``num_return_sequences`` = G), for models whose
-    forward takes no KV cache argument. ``seeds`` are not used: it samples from torch's global RNG.
+    forward takes no KV cache argument. ``prompt_keys`` are not used: it samples from torch's global RNG.
 
     Every sampling option is passed explicitly and the model's own ``generation_config`` is set
     aside for the call (:func:`hf_generation_config`), so what is sampled is what the config says.
@@ -249,7 +250,7 @@ def generate_hf(
 
 def generate(model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, group_size: int,
              max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-             greedy: bool = False, engine: str = "cached", seeds: Tensor | None = None) -> Rollout:
+             greedy: bool = False, engine: str = "cached", prompt_keys: Tensor | None = None) -> Rollout:
     """Sample G completions per prompt with the engine named ``engine`` (``cached`` or ``hf``)."""
     return GENERATORS.get(engine)(model, tokenizer, prompt_ids, prompt_mask, group_size, max_new_tokens,
-                                  temperature, top_p, top_k, greedy, seeds)
+                                  temperature, top_p, top_k, greedy, prompt_keys)

@@ -79,7 +79,7 @@ class VLLMGenerator:
 
     def __call__(self, model: Any, tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, group_size: int,
                  max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-                 greedy: bool = False, seeds: Tensor | None = None) -> Rollout:
+                 greedy: bool = False, prompt_keys: Tensor | None = None) -> Rollout:
         eos = eos_ids_of(tokenizer, inner_model(model))
         n = 1 if greedy else group_size  # greedy: one completion, repeated G times
         prompts = [{"prompt_token_ids": ids[m.bool()].tolist()} for ids, m in zip(prompt_ids, prompt_mask)]
@@ -88,7 +88,7 @@ class VLLMGenerator:
             top_k=-1 if greedy or not top_k else top_k, max_tokens=max_new_tokens, stop_token_ids=eos,
             # stated, not left to defaults: the log-probs assume no penalty and no min-p filter
             min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0,
-            seed=None if seeds is None else int(seeds[b]) % (2 ** 31 - 1), detokenize=False)
+            seed=None if prompt_keys is None else int(prompt_keys[b]) % (2 ** 31 - 1), detokenize=False)
             for b in range(len(prompts))]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         rows: list[list[int]] = []
