@@ -11,7 +11,8 @@ import torch
 from grpo.llm.config import GRPOConfig
 from grpo.llm.data.rewards import RewardSet
 from grpo.llm.data.rewards.base import ScoredBatch, StepRewards
-from grpo.llm.algorithms.grpo import GRPOTrainer, varied_groups
+from grpo.llm.algorithms.grpo import GRPOTrainer
+from grpo.llm.rollout.sampler import varied_groups
 
 
 def _scored(totals, steps, step_weight=1.0):
@@ -43,7 +44,7 @@ def test_dynamic_sampling_keeps_groups_that_only_process_rewards_separate(random
     cfg = GRPOConfig(model="x", prompts_per_step=4, group_size=2, max_new_tokens=3, beta=0.0, lr=1e-3,
                      dynamic_sampling=True, max_resample=1)
     tr = GRPOTrainer(cfg, model, tok, rows, RewardSet({"steps": _alternating_steps}))
-    g = tr.collect(0)
+    g = tr.sampler.collect(0)
     assert len(g.rows) == 4 and g.zero_std_frac == 0.0  # every group's advantages are non-zero
     assert bool((tr.advantages(g).abs().sum(-1) > 0).all())
 

@@ -86,7 +86,8 @@ def test_process_rewards_give_process_advantages(random_tiny):
     """A step reward ends at a token; tokens before it collect it (DeepSeekMath 4.1.3)."""
     from grpo.llm.config import GRPOConfig
     from grpo.llm.rollout.generation import Rollout
-    from grpo.llm.algorithms.grpo import GRPOTrainer, Groups
+    from grpo.llm.algorithms.grpo import GRPOTrainer
+    from grpo.llm.rollout.batch import Batch
 
     model, tok = random_tiny
     rows = [{"prompt": "1+1=", "answer": "46"}]
@@ -99,7 +100,7 @@ def test_process_rewards_give_process_advantages(random_tiny):
     scored = rs(["1+1="] * 2, texts, answer=["46", "46"])
     cfg = GRPOConfig(model="x", group_size=2, prompts_per_step=1)
     tr = GRPOTrainer(cfg, model, tok, rows, rs)
-    adv = tr.advantages(Groups(rows, ["1+1="], roll, scored, 0.0, 0.0))  # [2, 3]
+    adv = tr.advantages(Batch(rows, ["1+1="], roll, scored, 0.0, 0.0))  # [2, 3]
     # step rewards of the group [1, 1, 1, 0]: mean 0.75, std 0.5 -> +0.5 (right), -1.5 (wrong)
     hi, lo = 0.25 / (0.5 + 1e-4), -0.75 / (0.5 + 1e-4)
     torch.testing.assert_close(adv, torch.tensor([[2 * hi, hi, 0.0], [hi + lo, lo, 0.0]]))

@@ -115,9 +115,10 @@ def _sampling_trainer(random_tiny, **overrides):
 @pytest.mark.parametrize("filtered", [True, False])
 def test_trainer_logprobs_follow_the_filtered_logprobs_option(random_tiny, filtered):
     from grpo.llm.modeling.logprobs import completion_logprobs
+    from grpo.llm.rollout.batch import batch_metrics
 
     tr = _sampling_trainer(random_tiny, filtered_logprobs=filtered)
-    g = tr.sample_groups(tr.rows)
+    g = tr.sampler.sample(tr.rows)
     roll, mask = g.rollout, g.rollout.completion_mask.bool()
     used = tr._no_grad_logprobs(tr.policy, roll)  # [N, C]
     with torch.no_grad():
@@ -128,7 +129,7 @@ def test_trainer_logprobs_follow_the_filtered_logprobs_option(random_tiny, filte
     # the random model is near uniform: top-4 of ~100 tokens keeps a few % of the mass
     assert bool((sampler[mask] > full[mask] + 1.0).all())
     torch.testing.assert_close(used[mask], (sampler if filtered else full)[mask])
-    assert tr.batch_metrics(g, 1.0)["sampling/filtered_logprobs"] == float(filtered)
+    assert batch_metrics(g, 1.0, tr.rt, tr.cfg)["sampling/filtered_logprobs"] == float(filtered)
 
 
 def test_filtered_logprobs_give_a_finite_update_with_several_epochs_and_kl(random_tiny):

@@ -22,7 +22,7 @@ from grpo.llm.data.rewards import RewardSet, SequenceClassifierReward
 from grpo.llm.data.rewards.plugins import reward_set
 from grpo.llm.infra.runlog import RunLog
 from grpo.llm.infra.schedules import lr_factor, set_learning_rates
-from grpo.llm.algorithms.grpo import sample_records
+from grpo.llm.rollout.batch import sample_records
 from grpo.utils.config import to_dict
 from grpo.utils.io import write_json
 from grpo.utils.runtime import peak_rss_mb, seed_everything

@@ -1,7 +1,7 @@
 """PPO for causal LMs, the RLHF recipe (Ziegler et al. 2019, arXiv 1909.08593; InstructGPT,
 arXiv 2203.02155), in the same framework as GRPO. One loop that reads top to bottom:
 
-    for each step:  prompts -> completions (GRPO's sampling and rewards, composed, not copied)
+    for each step:  prompts -> completions (the rollout stage's Sampler, as GRPO uses it)
                     -> old log-probs, reference log-probs, old values (no gradient)
                     -> per-token rewards: -beta * KL_t on every token, + the score at the last one
                     -> GAE over the completion tokens (grpo.core.gae); the episode ends at the last
@@ -37,11 +37,13 @@ from torch import Tensor
 from grpo.core import aggregate, categorical_entropy, explained_variance, gae, grpo_loss, kl_estimate, masked_mean
 from grpo.core import MICRO_BATCH_SHARES, masked_whiten, value_loss
 from grpo.llm.data.tasks import Row
+from grpo.llm.rollout.batch import Batch, batch_metrics
 from grpo.llm.rollout.generation import Rollout
-from grpo.llm.modeling.logprobs import completion_logprobs, sampler_logits, selective_log_softmax
+from grpo.llm.rollout.sampler import Sampler
+from grpo.llm.modeling.logprobs import completion_logprobs, logprob_filter, sampler_logits, selective_log_softmax
 from grpo.llm.ppo_config import PPOConfig
 from grpo.llm.data.rewards import RewardSet
-from grpo.llm.algorithms.grpo import GRPOTrainer, Groups, logprob_filter
+from grpo.llm.infra.distributed import Runtime
 from grpo.llm.algorithms.value import ValueModel, build_value_model
 from grpo.utils.optim import GuardedStep
 
@@ -99,15 +101,15 @@ class PPOTrainer:
         self.opt = torch.optim.AdamW(
             [{"params": list(policy.parameters()), "lr": cfg.lr},
              {"params": self.value_params, "lr": cfg.critic_lr or cfg.lr}], weight_decay=cfg.weight_decay)
-        # Sampling, rewards and batch metrics are GRPO's (its optimizer is ours; its update is unused).
-        self.sampler = GRPOTrainer(cfg, policy, tokenizer, rows, rewards, ref, optimizer=self.opt)
+        # Sampling and rewards are the rollout stage's, as for GRPO; PPO runs in one process (run.check_scale_out).
+        self.sampler = Sampler(cfg, policy, tokenizer, rows, rewards, Runtime(next(policy.parameters()).device))
         # Non-finite losses or gradients skip the step; nonfinite_limit in a row stop the run (as GRPO).
         self.guard = GuardedStep(self.opt, cfg.max_grad_norm or float("inf"), cfg.nonfinite_limit)
         self.share = MICRO_BATCH_SHARES.get(cfg.aggregation)
         self.beta_reward, self.beta_loss = (cfg.beta * w for w in KL_PLACEMENT[cfg.kl_penalty])
 
     def checkpoint_modules(self) -> dict[str, Any]:
-        """Saved in each checkpoint beside the policy, restored on resume (see algos.build_trainer)."""
+        """Saved in each checkpoint beside the policy, restored on resume (see algorithms.registry.build_trainer)."""
         return {"value_model": self.value}
 
     # ------------------------------------------------------------------ forward passes
@@ -151,7 +153,7 @@ class PPOTrainer:
         return old_logp, old_values, ref_logp
 
     # ------------------------------------------------------------------ advantages
-    def advantages(self, g: Groups, old_logp: Tensor, old_values: Tensor, ref_logp: Tensor | None,
+    def advantages(self, g: Batch, old_logp: Tensor, old_values: Tensor, ref_logp: Tensor | None,
                    loss_mask: Tensor) -> tuple[Tensor, Tensor, dict[str, float]]:
         """(advantages, returns) [N, C] from the scores, the per-token KL penalty and the old values."""
         cfg, mask = self.cfg, g.rollout.completion_mask.to(old_values.device)
@@ -176,7 +178,7 @@ class PPOTrainer:
         return [(grp[:, None] * G + torch.arange(G)).flatten().sort().values
                 for grp in torch.randperm(B).tensor_split(self.cfg.minibatches)]
 
-    def update(self, g: Groups) -> dict[str, float]:
+    def update(self, g: Batch) -> dict[str, float]:
         cfg, roll = self.cfg, g.rollout
         mask = roll.completion_mask.float()  # [N, C]
         loss_mask = mask * (~roll.truncated).float()[:, None] if cfg.mask_truncated else mask
@@ -227,9 +229,10 @@ class PPOTrainer:
         return {k: weight * float(x) for k, x in m.items()}, finite
 
     # ------------------------------------------------------------------ one step
-    def step(self, step: int) -> tuple[dict[str, float], Groups]:
+    def step(self, step: int) -> tuple[dict[str, float], Batch]:
         t0 = time.perf_counter()
         g = self.sampler.collect(step)
         metrics = self.update(g) if len(g.rows) else {}
-        metrics.update(self.sampler.batch_metrics(g, time.perf_counter() - t0))
+        self.sampler.after_update()
+        metrics.update(batch_metrics(g, time.perf_counter() - t0, self.sampler.rt, self.cfg))
         return metrics, g

@@ -1,6 +1,6 @@
 """The trainer for a run's config: GRPOTrainer for a GRPOConfig, PPOTrainer for a PPOConfig.
 
-Both expose ``opt``, ``step(step) -> (metrics, groups)`` and ``checkpoint_modules()`` (modules saved
+Both expose ``opt``, ``step(step) -> (metrics, batch)`` and ``checkpoint_modules()`` (modules saved
 in each checkpoint beside the policy), which is all :func:`grpo.llm.run.train` uses.
 """
 

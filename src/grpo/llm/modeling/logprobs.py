@@ -55,6 +55,12 @@ def sampler_logits(logits: Tensor, ids: Tensor, top_k: int = 0, top_p: float = 1
     return logits.masked_fill(~kept, float("-inf"))
 
 
+def logprob_filter(cfg: Any) -> dict[str, Any]:
+    """The top-k/top-p filter the log-probs apply (keywords of :func:`sampler_logits`): the sampler's
+    when ``cfg.filtered_logprobs``, else none (the full temperature-scaled distribution, as TRL and verl)."""
+    return {"top_k": cfg.top_k, "top_p": cfg.top_p} if cfg.filtered_logprobs else {}
+
+
 def _shared_prompt_logits(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
                           completion_mask: Tensor, group_size: int) -> Tensor:
     """Logits [N, C, V] predicting each completion token, running each prompt once per group.

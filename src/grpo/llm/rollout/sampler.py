@@ -1,0 +1,100 @@
+"""The rollout stage: a step's prompts -> G completions each (the run's engine, keyed per prompt)
+-> rewards -> one :class:`~grpo.llm.rollout.batch.Batch`; with dynamic sampling (DAPO), groups whose
+rewards are all equal are dropped and more prompts sampled. Every algorithm samples through this."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from grpo.core import ZERO_STD
+from grpo.llm.config import GRPOConfig
+from grpo.llm.data.rewards import RewardSet
+from grpo.llm.data.rewards.base import ScoredBatch
+from grpo.llm.data.tasks import Row, batch_indices, columns_of
+from grpo.llm.infra.distributed import Runtime
+from grpo.llm.modeling.models import context_length, prompt_texts
+from grpo.llm.rollout.batch import Batch
+from grpo.llm.rollout.engines import GENERATOR_BUILDERS
+from grpo.llm.rollout.generation import encode_prompts
+from grpo.llm.rollout.seeding import prompt_keys
+
+
+def varied_groups(scored: ScoredBatch, G: int) -> Tensor:
+    """[B] true for groups whose advantages are not all zero: outcome totals that differ, or (a
+    process reward of non-zero weight) step rewards that differ across the group's steps, which
+    :func:`grpo.core.process_advantages` normalises together. Totals leave process rewards out."""
+    varied = scored.total.view(-1, G).std(1) >= ZERO_STD  # [B]
+    if scored.steps is not None and scored.step_weight != 0:
+        for b in range(len(varied)):
+            r = [x for s in scored.steps[b * G:(b + 1) * G] if s for x in s.rewards]
+            varied[b] |= len(r) > 1 and float(torch.tensor(r, dtype=torch.float64).std()) >= ZERO_STD
+    return varied
+
+
+class Sampler:
+    """Samples and scores a step's batch from ``policy`` (the prepared one under accelerate); this
+    process handles its share of each step's prompts."""
+
+    def __init__(self, cfg: GRPOConfig, policy: Any, tokenizer: Any, rows: list[Row], rewards: RewardSet,
+                 runtime: Runtime):
+        self.cfg, self.policy, self.tok, self.rows, self.rewards, self.rt = cfg, policy, tokenizer, rows, rewards, runtime
+        self.device = next(policy.parameters()).device
+        self.generate_fn = GENERATOR_BUILDERS.get(cfg.generation)(cfg, runtime.unwrap(policy), tokenizer, runtime)
+        rewards.check_columns([k for k in rows[0] if k != "prompt"])
+
+    def sample(self, rows: list[Row], keys: Tensor | None = None) -> Batch:
+        """G completions for each row, scored. ``keys`` [B]: sampling keys of the prompts
+        (:mod:`grpo.llm.rollout.seeding`), so that a prompt's samples do not depend on its batch-mates."""
+        cfg, G = self.cfg, self.cfg.group_size
+        texts = prompt_texts(self.tok, [r["prompt"] for r in rows])
+        with self.rt.generation(self.policy) as model:
+            ids, mask = encode_prompts(self.tok, texts, self.device, context_length(model), cfg.max_new_tokens)
+            t0 = time.perf_counter()
+            roll = self.generate_fn(model, self.tok, ids, mask, G, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
+                                    cfg.top_k, False, keys)
+            gen_seconds = time.perf_counter() - t0
+        scored = self.rewards([t for t in texts for _ in range(G)], roll.completions,
+                              completion_lengths=roll.lengths.tolist(), max_new_tokens=cfg.max_new_tokens,
+                              **columns_of(rows, G))
+        zero = float((~varied_groups(scored, G)).float().mean())
+        return Batch(rows, texts, roll, scored, zero, gen_seconds)
+
+    def collect(self, step: int) -> Batch:
+        """Prompts of this step and their groups; with dynamic sampling, all-equal groups are
+        dropped and more prompts sampled (at most ``max_resample`` extra rounds)."""
+        cfg, G = self.cfg, self.cfg.group_size
+        share = self.rt.shard(cfg.prompts_per_step)  # this process's prompts of the step, whole groups
+        order = batch_indices(len(self.rows), step, cfg.prompts_per_step, cfg.seed)[share]
+        # Sampling keyed by each prompt's place in the step's global batch: same samples on any rank.
+        first = self.sample([self.rows[i] for i in order],
+                            prompt_keys(cfg.seed, step, 0, list(range(share.start, share.stop))))
+        if not cfg.dynamic_sampling:
+            return first
+        kept, groups, gen_seconds = [], first, 0.0
+        rng = random.Random(cfg.seed * 7919 + step)
+        for round_ in range(cfg.max_resample + 1):
+            if round_:
+                pool = rng.sample(self.rows, min(cfg.prompts_per_step, len(self.rows)))
+                groups = self.sample(pool, prompt_keys(cfg.seed, step, round_, list(range(len(pool)))))
+            gen_seconds += groups.gen_seconds
+            varied = varied_groups(groups.scored, G).nonzero().flatten()  # [b]
+            if len(varied):
+                kept.append(groups.select(varied, (varied[:, None] * G + torch.arange(G)).flatten()))
+            if sum(len(k.rows) for k in kept) >= cfg.prompts_per_step:
+                break
+        out = Batch.cat(kept, self.tok.pad_token_id) if kept else first
+        n = min(len(out.rows), cfg.prompts_per_step) if kept else 0
+        out = out.select(torch.arange(n), torch.arange(n * G))
+        out.zero_std_frac, out.gen_seconds = first.zero_std_frac, gen_seconds
+        return out
+
+    def after_update(self) -> None:
+        """Called after each policy update: engines that keep their own copy of the weights (vLLM) get them."""
+        push = getattr(self.generate_fn, "push_weights", None)
+        if push is not None:
+            push(self.rt.unwrap(self.policy))
