@@ -32,11 +32,11 @@ def test_a_batch_past_the_free_memory_is_refused_with_the_estimate(tmp_path, cap
     import grpo.utils.bounds as bounds
     from grpo.control.budget import ENV_BYTES, estimate_bytes
     from grpo.control.envs import env_info
-    from grpo.control.grpo import GRPOConfig
+    from grpo.control.grpo import ControlGRPOConfig
 
     monkeypatch.setattr(bounds, "available_memory", lambda device="cpu": 2**28)  # a machine with 256 MiB free
     # 20,000 CartPole episodes: environments plus [E, 500, D] buffers, about 1 GiB
-    est = estimate_bytes("grpo", GRPOConfig(group_size=10_000, groups=2), env_info("CartPole-v1"))
+    est = estimate_bytes("grpo", ControlGRPOConfig(group_size=10_000, groups=2), env_info("CartPole-v1"))
     assert est == 20_000 * (ENV_BYTES + 2 * 500 * 4 * (4 + 1 + 2))
     assert main(["train", "--group-size", "10000", "--total-steps", "2e4", "--out", str(tmp_path / "r")]) == 2
     err = _one_line(capsys)

@@ -20,7 +20,7 @@ import torch
 
 import grpo.control.grpo as grpo_mod
 import grpo.control.ppo as ppo_mod
-from grpo.control.grpo import GRPOConfig
+from grpo.control.grpo import ControlGRPOConfig
 from grpo.control.train import RunConfig, algo_config, train
 from grpo.utils.io import read_jsonl
 
@@ -107,13 +107,13 @@ def test_continuous_actions_smoke(tmp_path, algo):
 
 def test_grpo_config_validation_names_the_field():
     with pytest.raises(ValueError, match="group_size"):
-        GRPOConfig(group_size=1)
+        ControlGRPOConfig(group_size=1)
     with pytest.raises(ValueError, match="beta"):
-        GRPOConfig(beta=-0.1)
+        ControlGRPOConfig(beta=-0.1)
     with pytest.raises(ValueError, match="eps_low"):
-        GRPOConfig(eps_low=1.5)
+        ControlGRPOConfig(eps_low=1.5)
     with pytest.raises(ValueError, match="loss aggregation"):
-        GRPOConfig(aggregation="sum")
+        ControlGRPOConfig(aggregation="sum")
     with pytest.raises(ValueError, match="unknown option"):
         algo_config("grpo", "CartPole-v1", {"n_envs": 4})
 

@@ -6,7 +6,7 @@ import torch
 
 from grpo.control.envs import env_info
 from grpo.control.evaluation import evaluate_policy
-from grpo.control.grpo import GRPOAgent, GRPOConfig
+from grpo.control.grpo import GRPOAgent, ControlGRPOConfig
 from grpo.control.policies import Actor, Critic
 from grpo.control.rollout import GroupCollector, StepCollector
 
@@ -88,7 +88,7 @@ def test_grpo_agent_seeds_are_reproducible():
 
     def run():
         torch.manual_seed(3)
-        agent = GRPOAgent(GRPOConfig(groups=1, group_size=2, epochs=1), info, seed=3)
+        agent = GRPOAgent(ControlGRPOConfig(groups=1, group_size=2, epochs=1), info, seed=3)
         batch = agent.collect()
         agent.update(batch, 0.0)
         return batch, [p.detach().clone() for p in agent.actor.parameters()]

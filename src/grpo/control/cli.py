@@ -14,9 +14,9 @@ ALGO_NAMES = ("grpo", "ppo", "naive-grpo")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from grpo.control.grpo import GRPOConfig
+    from grpo.control.grpo import ControlGRPOConfig
     from grpo.control.naive import NaiveGRPOConfig
-    from grpo.control.ppo import PPOConfig
+    from grpo.control.ppo import ControlPPOConfig
     from grpo.control.train import RunConfig
 
     train = sub.add_parser(
@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     add_dataclass_args(train.add_argument_group("run"), RunConfig)
     seen = {f.name for f in dataclasses.fields(RunConfig)}
-    for name, cls in (("grpo", GRPOConfig), ("ppo", PPOConfig), ("naive-grpo", NaiveGRPOConfig)):
+    for name, cls in (("grpo", ControlGRPOConfig), ("ppo", ControlPPOConfig), ("naive-grpo", NaiveGRPOConfig)):
         group = train.add_argument_group(f"{name} (other fields shared with the algorithms above)")
         add_dataclass_args(group, cls, skip=tuple(seen))
         seen |= {f.name for f in dataclasses.fields(cls)}

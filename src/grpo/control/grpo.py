@@ -55,7 +55,7 @@ from grpo.core import (
 
 
 @dataclass
-class GRPOConfig:
+class ControlGRPOConfig:
     """Classic-control GRPO. Per-env tuned values live in ``grpo.control.defaults``."""
 
     group_size: int = field(default=8, metadata={"help": "G: episodes per group (same reset seed)"})
@@ -118,14 +118,14 @@ ADVANTAGES: Registry = Registry("control advantage")
 
 
 @ADVANTAGES.register("outcome")
-def outcome_advantages(batch: EpisodeBatch, cfg: GRPOConfig) -> Tensor:
+def outcome_advantages(batch: EpisodeBatch, cfg: ControlGRPOConfig) -> Tensor:
     returns = batch.returns.view(cfg.groups, cfg.group_size)  # [B, G]
     adv = group_advantages(returns, cfg.reward_scale)  # [B, G]
     return adv.reshape(-1, 1) * batch.mask  # [E, T]
 
 
 @ADVANTAGES.register("timestep")
-def timestep_advantages(batch: EpisodeBatch, cfg: GRPOConfig) -> Tensor:
+def timestep_advantages(batch: EpisodeBatch, cfg: ControlGRPOConfig) -> Tensor:
     rtg = discounted_returns(batch.rewards, batch.mask, cfg.gamma)  # [E, T]
     shape = (cfg.groups, cfg.group_size, -1)
     adv = timestep_group_advantages(rtg.view(shape), batch.mask.view(shape), cfg.reward_scale)
@@ -133,7 +133,7 @@ def timestep_advantages(batch: EpisodeBatch, cfg: GRPOConfig) -> Tensor:
 
 
 @ADVANTAGES.register("process")
-def process_step_advantages(batch: EpisodeBatch, cfg: GRPOConfig) -> Tensor:
+def process_step_advantages(batch: EpisodeBatch, cfg: ControlGRPOConfig) -> Tensor:
     # Every time step is a "reasoning step" whose reward is the env reward and which ends at t.
     E, T = batch.mask.shape
     shape = (cfg.groups, cfg.group_size, T)
@@ -145,7 +145,7 @@ def process_step_advantages(batch: EpisodeBatch, cfg: GRPOConfig) -> Tensor:
 class GRPOAgent:
     """The actor, its reference copy, the optimiser and the episode collector."""
 
-    def __init__(self, cfg: GRPOConfig, info: EnvInfo, seed: int):
+    def __init__(self, cfg: ControlGRPOConfig, info: EnvInfo, seed: int):
         self.cfg, self.info = cfg, info
         self.actor = Actor(info, tuple(cfg.hidden), cfg.activation, cfg.init_log_std)
         self.ref = copy.deepcopy(self.actor).requires_grad_(False) if cfg.beta > 0 else None

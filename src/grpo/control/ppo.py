@@ -22,7 +22,7 @@ from grpo.core import clipped_surrogate, explained_variance, gae, value_loss
 
 
 @dataclass
-class PPOConfig:
+class ControlPPOConfig:
     """Classic-control PPO. Per-env tuned values live in ``grpo.control.defaults``."""
 
     n_envs: int = field(default=8, metadata={"help": "parallel environments"})
@@ -63,7 +63,7 @@ class PPOConfig:
 
 
 class PPOAgent:
-    def __init__(self, cfg: PPOConfig, info: EnvInfo, seed: int):
+    def __init__(self, cfg: ControlPPOConfig, info: EnvInfo, seed: int):
         self.cfg, self.info = cfg, info
         self.actor = Actor(info, tuple(cfg.hidden), cfg.activation, cfg.init_log_std)
         self.critic = Critic(info, tuple(cfg.hidden), cfg.activation)

@@ -31,10 +31,10 @@ from tqdm.auto import tqdm
 from grpo.control.defaults import tuned
 from grpo.control.envs import EnvInfo, env_info
 from grpo.control.evaluation import EVAL_EPISODES, EVAL_EVERY, EVAL_SEED0, eval_boundaries, evaluate_policy, stable_solve_step
-from grpo.control.grpo import GRPOAgent, GRPOConfig
+from grpo.control.grpo import GRPOAgent, ControlGRPOConfig
 from grpo.control.naive import NaiveGRPOAgent, NaiveGRPOConfig
 from grpo.control.policies import Actor
-from grpo.control.ppo import PPOAgent, PPOConfig
+from grpo.control.ppo import PPOAgent, ControlPPOConfig
 from grpo.utils.io import (AtomicDir, JsonlWriter, load_tensors, read_json, read_jsonl, resolve_dir, save_tensors, torch_load,
                            torch_save, truncate_jsonl, write_json)
 from grpo.utils.runfolder import RunFiles
@@ -42,8 +42,8 @@ from grpo.utils.runtime import peak_rss_mb, seed_everything
 
 # algo name -> (config dataclass, agent class)
 ALGOS: dict[str, tuple[type, type]] = {
-    "grpo": (GRPOConfig, GRPOAgent),
-    "ppo": (PPOConfig, PPOAgent),
+    "grpo": (ControlGRPOConfig, GRPOAgent),
+    "ppo": (ControlPPOConfig, PPOAgent),
     "naive-grpo": (NaiveGRPOConfig, NaiveGRPOAgent),
 }
 
