@@ -8,7 +8,7 @@ functions as a keyword argument, one value per completion.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,8 +23,6 @@ class Task:
 
     rows: Callable[[str], list[Row]]
     rewards: tuple[str, ...]
-    description: str = ""
-    splits: tuple[str, ...] = field(default=("train", "test"))
 
 
 TASKS: Registry = Registry("built-in task")
@@ -38,8 +36,7 @@ def _addition_rows(split: str, test_size: int = 200, seed: int = 1234) -> list[R
     return [{"prompt": f"{a}+{b}=", "answer": str(a + b)} for a, b in chosen]
 
 
-TASKS.register("addition")(Task(_addition_rows, rewards=("exact",),
-                                description="two-digit addition, '12+34=' -> '46' (8,100 problems)"))
+TASKS.register("addition")(Task(_addition_rows, rewards=("exact",)))  # 8,100 problems, splits train and test
 
 _FILE_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
