@@ -118,7 +118,7 @@ def test_trainer_logprobs_follow_the_filtered_logprobs_option(random_tiny, filte
     from grpo.llm.rollout.batch import batch_metrics
 
     tr = _sampling_trainer(random_tiny, filtered_logprobs=filtered)
-    g = tr.sampler.sample(tr.rows)
+    g = tr.sampler.sample(tr.sampler.rows)
     roll, mask = g.rollout, g.rollout.completion_mask.bool()
     used = tr._no_grad_logprobs(tr.policy, roll)  # [N, C]
     with torch.no_grad():
