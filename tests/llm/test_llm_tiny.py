@@ -74,13 +74,11 @@ def test_learning_rate_schedule_examples():
 
 @pytest.mark.slow
 def test_build_script_reproduces_the_shipped_weights(tmp_path):
-    """On the machine that built them, bit for bit; elsewhere a model as good to start from."""
-    info = tiny.build(tmp_path / "tiny", threads=1, log=None)
+    """Bit for bit on the machine that built them (its CPU, torch and transformers are recorded)."""
     shipped = tiny.shipped_info()
+    if tiny.machine() != {k: v for k, v in shipped["machine"].items() if k != "threads"}:
+        pytest.skip(f"weights built on {shipped['machine']}: another CPU or library sums floats in another order")
+    info = tiny.build(tmp_path / "tiny", threads=1, log=None)
     assert info["spec"] == shipped["spec"] and info["steps"] == shipped["steps"]
-    same_machine = {k: v for k, v in info["machine"].items()} == shipped["machine"]
-    if same_machine:
-        assert info["weights_sha256"] == SHIPPED_SHA256
-        assert info["greedy_accuracy"] == SHIPPED_ACCURACY
-    else:  # float summation order differs: a different, comparable model
-        assert abs(info["greedy_accuracy"] - SHIPPED_ACCURACY) <= 0.10, info
+    assert info["weights_sha256"] == SHIPPED_SHA256
+    assert info["greedy_accuracy"] == SHIPPED_ACCURACY
