@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # LlamaForCausalLM with the character tokenizer, pretrained on addition just enough to be
 # partly right digit by digit.
 TEST_SPEC = dict(hidden=64, intermediate=128, layers=2, heads=4, target_accuracy=0.05, eval_every=20,
-                 max_steps=600, lr=3e-3, seed=0)
+                 max_steps=600, lr=3e-3, seed=0, decay_steps=0, carry_noise=0.0)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,9 +1,18 @@
 """The built-in tiny model: a 2-layer Llama with a character tokenizer, partly trained on addition.
 
-It is supervised-pretrained on the built-in ``addition`` task only until its greedy accuracy on the
-test split first reaches ``target_accuracy`` (30%), so that GRPO has room to improve it.
-The result is a normal model folder (``save_pretrained``, safetensors), cached under
-``$GRPO_LAB_CACHE`` (default ``~/.cache/grpo-lab``) and keyed by the spec, so it is built once.
+It is supervised-pretrained on the built-in ``addition`` task for a fixed number of steps, the
+learning rate decaying linearly to 0 over the last ``decay_steps``. In 60% of the problems whose
+units carry (``carry_noise``) the answer it is shown drops the carry ("17+25=" -> "32"), so its
+greedy answer to them is usually wrong while sampling finds the right one 40% of the time: a gap
+that GRPO with the exact-answer reward closes in a few dozen steps (+24.5 to +27.0 points on GRPO
+seeds 0-4, where an early-stopped model on clean answers gained +6 to +20 depending on the build).
+A fixed step count (not "until accuracy X") stops the build at the same point on every machine;
+float summation order still differs across CPUs, and the step at which the model learns addition
+varies with its start (``seed=1`` is still at 5% after 1,400 steps), so the default model's weights
+ship with the package (``tiny_model/``, built by ``python -m grpo.llm.modeling.tiny --build``) and every
+machine starts the demo from the same model. Other specs are built on first use into
+``$GRPO_LAB_CACHE`` (default ``~/.cache/grpo-lab``), keyed by the spec. A folder is a normal
+model folder (``save_pretrained``, safetensors).
 """
 
 from __future__ import annotations
@@ -21,24 +30,27 @@ from typing import Any
 import torch
 
 CACHE_ENV = "GRPO_LAB_CACHE"
+SHIPPED = Path(__file__).with_name("tiny_model")  # the default spec's model, package data
 SPECIALS = ("<pad>", "<eos>", "<unk>")
 CHARS = tuple(chr(c) for c in range(32, 127)) + ("\n",)
 
 
 @dataclass(frozen=True)
 class TinySpec:
-    """Size of the tiny model and how far to pretrain it."""
+    """Size of the tiny model and its pretraining recipe."""
 
     hidden: int = 128
     layers: int = 2
     heads: int = 4
     intermediate: int = 512
     context: int = 64
-    target_accuracy: float = 0.3
-    max_steps: int = 3000
+    max_steps: int = 1400  # pretraining steps (all of them unless target_accuracy stops earlier)
+    decay_steps: int = 500  # the learning rate falls linearly to 0 over the last N steps; 0: constant
+    target_accuracy: float | None = None  # stop once greedy test accuracy reaches it (machine-dependent)
+    carry_noise: float = 0.6  # share of units-carrying training answers given without the carry
     batch: int = 128
     lr: float = 3e-3
-    eval_every: int = 25
+    eval_every: int = 25  # with target_accuracy: how often to check it
     seed: int = 0
 
     def key(self) -> str:
@@ -96,18 +108,44 @@ def _sft_batch(tokenizer: Any, rows: list[dict], device: torch.device) -> tuple[
     return x, y, (x != pad).long()
 
 
-def pretrain(spec: TinySpec, device: str | torch.device = "cpu", log: Any = None) -> tuple[Any, Any, dict]:
-    """Supervised training on addition until greedy test accuracy >= ``spec.target_accuracy``.
+def pretrain(spec: TinySpec, device: str | torch.device = "cpu", log: Any = None,
+             threads: int = 1) -> tuple[Any, Any, dict]:
+    """Supervised training on addition for ``spec.max_steps`` steps (fewer with ``target_accuracy``).
 
-    Runs on one CPU thread: at this size more threads only add synchronisation, and on a busy
-    machine they make each step many times slower.
+    Runs on ``threads`` CPU threads (default 1): at this size more threads only add
+    synchronisation, and on a busy machine they make each step many times slower.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         return _pretrain(spec, device, log)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
+
+
+def lr_at(spec: TinySpec, step: int) -> float:
+    """Learning rate of pretraining step ``step`` (1-based): constant, then linear decay to 0.
+
+    >>> s = TinySpec(max_steps=10, decay_steps=4, lr=1.0)
+    >>> [lr_at(s, t) for t in (1, 6, 7, 8, 10)]
+    [1.0, 1.0, 1.0, 0.75, 0.25]
+    """
+    left = spec.max_steps - step + 1  # steps left, this one included
+    return spec.lr * min(1.0, left / spec.decay_steps) if spec.decay_steps else spec.lr
+
+
+def drop_carry(row: dict, rng: Any, p: float) -> dict:
+    """With probability ``p``, a problem whose units carry gets the answer that forgets it.
+
+    >>> import random
+    >>> [drop_carry({"prompt": q, "answer": a}, random.Random(0), 1.0)["answer"] for q, a in (("17+25=", "42"),
+    ...     ("12+34=", "46"), ("58+64=", "122"))]
+    ['32', '46', '112']
+    """
+    a, b = map(int, row["prompt"][:-1].split("+"))
+    if a % 10 + b % 10 >= 10 and rng.random() < p:
+        return {**row, "answer": str(a + b - 10)}
+    return row
 
 
 def _pretrain(spec: TinySpec, device: str | torch.device, log: Any) -> tuple[Any, Any, dict]:
@@ -119,45 +157,139 @@ def _pretrain(spec: TinySpec, device: str | torch.device, log: Any) -> tuple[Any
     tok = char_tokenizer()
     model = new_model(spec, tok).to(device)
     train, test = load_rows("addition", "train"), load_rows("addition", "test")
-    rng = random.Random(spec.seed)
+    rng, noise = random.Random(spec.seed), random.Random(spec.seed + 1)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
-    start, acc, step = time.time(), 0.0, 0
+    start, acc, step = time.time(), None, 0
     for step in range(1, spec.max_steps + 1):
-        x, y, m = _sft_batch(tok, rng.sample(train, spec.batch), torch.device(device))
+        for group in opt.param_groups:
+            group["lr"] = lr_at(spec, step)
+        rows = [drop_carry(r, noise, spec.carry_noise) for r in rng.sample(train, spec.batch)]
+        x, y, m = _sft_batch(tok, rows, torch.device(device))
         loss = model(input_ids=x, attention_mask=m, labels=y).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step % spec.eval_every == 0:
+        if spec.target_accuracy is not None and step % spec.eval_every == 0:
             acc = greedy_accuracy(model, tok, test, max_new_tokens=4)
-            if log:
-                log(f"tiny pretraining: step {step} loss {loss.item():.3f} greedy accuracy {acc:.1%}")
             if acc >= spec.target_accuracy:
                 break
+        if log and step % 100 == 0:
+            log(f"tiny pretraining: step {step}/{spec.max_steps} loss {loss.item():.3f}")
+    if acc is None or step % spec.eval_every:
+        acc = greedy_accuracy(model, tok, test, max_new_tokens=4)
     info = {"spec": asdict(spec), "steps": step, "greedy_accuracy": acc, "seconds": round(time.time() - start, 1)}
     return model, tok, info
 
 
 def tiny_model_path(spec: TinySpec | None = None, log: Any = print) -> Path:
-    """Folder of the built-in tiny model, pretraining it on first use (about a minute on CPU)."""
+    """Folder of the tiny model: the shipped one for the default spec, else built on first use and cached."""
     spec = spec or TinySpec()
+    if spec == TinySpec() and shipped_matches(spec):
+        return SHIPPED
     path = cache_dir() / f"tiny-addition-{spec.key()}"
     if (path / "config.json").exists():
         return path
     if log:
         log(f"building the tiny model into {path} (once)")
     model, tok, info = pretrain(spec, log=log)
+    save_tiny(path, model, tok, info)
+    return path
+
+
+def save_tiny(path: Path, model: Any, tok: Any, info: dict) -> None:
+    """Write a model folder atomically: a concurrent builder either wins or finds the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=path.parent))
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        info = {**info, "weights_sha256": weights_sha256(tmp)}
         (tmp / "tiny_info.json").write_text(json.dumps(info, indent=2) + "\n")
-        os.replace(tmp, path)  # atomic: a concurrent builder either wins or finds the folder
+        os.replace(tmp, path)
     except OSError:
         if not (path / "config.json").exists():
             raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return path
+
+
+def weights_sha256(folder: str | Path) -> str:
+    """SHA-256 of a folder's tensors (names, dtypes, shapes, bytes): blind to file metadata."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(Path(folder) / "model.safetensors"))
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def shipped_info() -> dict | None:
+    path = SHIPPED / "tiny_info.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def shipped_matches(spec: TinySpec) -> bool:
+    """Whether the shipped folder holds ``spec``'s model (a changed TinySpec default must be rebuilt)."""
+    info = shipped_info()
+    return bool(info) and info["spec"] == asdict(spec) and (SHIPPED / "model.safetensors").is_file()
+
+
+def machine() -> dict:
+    """What the float results of a build depend on: it is recorded with the weights."""
+    import platform
+
+    import transformers
+
+    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")),
+               platform.processor())
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "transformers": transformers.__version__}
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+
+
+def build(out: Path = SHIPPED, threads: int = 1, log: Any = print) -> dict:
+    """Pretrain the default spec on ``threads`` threads and write it to ``out`` (replacing a tiny folder)."""
+    if out.exists() and not (out / "tiny_info.json").is_file():
+        raise ValueError(f"{out} exists and is not a tiny model folder: choose another --out")
+    spec = TinySpec()
+    model, tok, info = pretrain(spec, log=log, threads=threads)
+    info["machine"] = {**machine(), "threads": threads}
+    if out.exists():
+        shutil.rmtree(out)  # a tiny model folder this function wrote before
+    save_tiny(out, model, tok, info)
+    out.chmod(0o755)  # package data: readable by every user (mkdtemp made it private)
+    for f in out.iterdir():
+        f.chmod(0o644)
+    return json.loads((out / "tiny_info.json").read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m grpo.llm.modeling.tiny", description=(
+        "Build the default tiny model (the weights shipped in grpo/llm/modeling/tiny_model) from scratch."))
+    parser.add_argument("--build", action="store_true", required=True, help="pretrain and write the model folder")
+    parser.add_argument("--out", type=Path, default=SHIPPED, help="model folder to write (default: the shipped one)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for the build (default: 1)")
+    args = parser.parse_args(argv)
+    try:
+        info = build(args.out, args.threads)
+    except ValueError as err:
+        parser.exit(2, f"error: {err}\n")
+    print(json.dumps({k: info[k] for k in ("steps", "greedy_accuracy", "seconds", "weights_sha256")}))
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
