@@ -75,7 +75,7 @@ def split_options(algo: str, args: argparse.Namespace) -> tuple[dict, dict]:
 
 
 # What a resumed run may change: the budget (only upwards) and options that do not touch the training.
-RESUME_SAFE = ("progress", "checkpoint_every", "torch_threads", "nonfinite_limit")
+RESUME_SAFE = ("progress", "checkpoint_every", "torch_threads", "nonfinite_limit", "report_to")
 RESUME_GROW = ("total_steps",)
 
 

@@ -6,6 +6,7 @@ this module runs it for ``total_steps`` env steps and writes the run folder:
   config.json     the resolved configuration
   metrics.jsonl   one line per iteration (env steps, train wall seconds, losses, KL, clip, entropy)
   eval.jsonl      the evaluation protocol (grpo.control.evaluation), one line per evaluation
+  tb/, ...        the trackers of ``report_to`` (grpo.utils.trackers; TensorBoard by default), by env step
   summary.json    algo, env, seed, total_steps, train_wall_s, final_eval, stable_solve_step, ...
   checkpoint/     model.safetensors + state.json + optim.pt, replaced atomically
 
@@ -35,9 +36,11 @@ from grpo.control.grpo import GRPOAgent, ControlGRPOConfig
 from grpo.control.naive import NaiveGRPOAgent, NaiveGRPOConfig
 from grpo.control.policies import Actor
 from grpo.control.ppo import PPOAgent, ControlPPOConfig
-from grpo.utils.io import (AtomicDir, JsonlWriter, load_tensors, read_json, read_jsonl, resolve_dir, save_tensors, torch_load,
-                           torch_save, truncate_jsonl, write_json)
+from grpo.utils.io import (AtomicDir, load_tensors, read_json, read_jsonl, resolve_dir, save_tensors, torch_load, torch_save,
+                           write_json)
 from grpo.utils.runfolder import RunFiles
+from grpo.utils.runlog import RunLog
+from grpo.utils.trackers import TRACKER_FILES, check_report_to, resolve_report_to
 from grpo.utils.runtime import peak_rss_mb, seed_everything
 
 # algo name -> (config dataclass, agent class)
@@ -62,12 +65,16 @@ class RunConfig:
     torch_threads: int = field(default=1, metadata={"help": "torch CPU threads (1 is fastest for small MLPs)"})
     nonfinite_limit: int = field(default=20, metadata={"help": "stop after this many non-finite updates in a row"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    report_to: list[str] | None = field(default=None, metadata={"help": (
+        "trackers for the metrics: tensorboard, wandb, trackio, mlflow (each local/offline by default), or none; "
+        "default: tensorboard when installed")})
 
     def __post_init__(self) -> None:
         if self.total_steps < 1:
             raise ValueError("total_steps must be >= 1")
         if self.eval_every < 0 or self.eval_episodes < 1 or self.checkpoint_every < 1:
             raise ValueError("eval_every must be >= 0, eval_episodes and checkpoint_every >= 1")
+        check_report_to(self.report_to)  # a tracker that is not installed: refused before anything runs
 
 
 def algo_config(algo: str, env_id: str, overrides: dict[str, Any] | None = None):
@@ -80,7 +87,8 @@ def algo_config(algo: str, env_id: str, overrides: dict[str, Any] | None = None)
 
 
 # What a run writes into its folder (see the module docstring); nothing else there is touched.
-RUN_FILES = RunFiles(("config.json", "metrics.jsonl", "eval.jsonl", "summary.json", "checkpoint"), config="config.json")
+RUN_FILES = RunFiles(("config.json", "metrics.jsonl", "eval.jsonl", "summary.json", "checkpoint", *TRACKER_FILES),
+                     config="config.json")
 
 
 def train(algo: str, run: RunConfig, algo_cfg=None, out: str | Path = "runs/default",
@@ -98,16 +106,18 @@ def train(algo: str, run: RunConfig, algo_cfg=None, out: str | Path = "runs/defa
     if hasattr(agent, "step"):
         agent.step.limit = run.nonfinite_limit
     state = {"iteration": 0, "env_steps": 0, "train_wall_s": 0.0}
-    if resume and resolve_dir(out / "checkpoint") is not None:
+    config = {"algo": algo, "run": dataclasses.asdict(run), "algo_config": dataclasses.asdict(algo_cfg),
+              "env_info": dataclasses.asdict(info)}
+    resumed = resume and resolve_dir(out / "checkpoint") is not None
+    if resumed:
         state = load_checkpoint(out, agent)
-        for name in ("metrics.jsonl", "eval.jsonl"):  # what was logged after the checkpoint is redone
-            truncate_jsonl(out / name, lambda r: r.get("env_steps", 0) <= state["env_steps"])
     else:
         RUN_FILES.remove(out)  # fresh, or resumed before the first checkpoint: start clean
-        write_json(out / "config.json", {"algo": algo, "run": dataclasses.asdict(run),
-                                         "algo_config": dataclasses.asdict(algo_cfg), "env_info": dataclasses.asdict(info)})
+        write_json(out / "config.json", config)
+    # Logs keyed by env steps; what was logged after the checkpoint is redone, so it is cut off.
+    log = RunLog(out, ("metrics.jsonl", "eval.jsonl"), resolve_report_to(run.report_to),
+                 state["env_steps"] + 1 if resumed else 0, "env_steps", {"algo": algo, **config["run"], **config["algo_config"]})
     evals = read_jsonl(out / "eval.jsonl") if (out / "eval.jsonl").exists() else []
-    metrics_log, eval_log = JsonlWriter(out / "metrics.jsonl"), JsonlWriter(out / "eval.jsonl")
     bar = tqdm(total=run.total_steps, initial=min(state["env_steps"], run.total_steps), unit="step",
                desc=f"{algo} {run.env} seed {run.seed}", disable=not run.progress, dynamic_ncols=True)
     steps, train_wall = state["env_steps"], state["train_wall_s"]
@@ -128,12 +138,15 @@ def train(algo: str, run: RunConfig, algo_cfg=None, out: str | Path = "runs/defa
                     record = {"env_steps": p, "train_wall_s": round(train_wall, 4), "eval_return_mean": float(np.mean(returns)),
                               "eval_return_std": float(np.std(returns)), "returns": returns}
                     evals.append(record)
-                    eval_log.write(record)
+                    log.write("eval.jsonl", record)
+                    log.track(p, {"eval/return_mean": record["eval_return_mean"], "eval/return_std": record["eval_return_std"]})
             t0 = time.perf_counter()
             metrics = agent.update(batch, progress=min(steps / run.total_steps, 1.0))
             train_wall += time.perf_counter() - t0
-            metrics_log.write({"iteration": agent.iteration, "env_steps": steps, "train_wall_s": round(train_wall, 4),
-                               **{k: round(v, 6) for k, v in metrics.items()}})
+            record = {"iteration": agent.iteration, "env_steps": steps, "train_wall_s": round(train_wall, 4),
+                      **{k: round(v, 6) for k, v in metrics.items()}}
+            log.write("metrics.jsonl", record)
+            log.track(steps, {k: v for k, v in record.items() if k != "env_steps"})
             if agent.iteration % run.checkpoint_every == 0 or steps >= run.total_steps:
                 save_checkpoint(out, agent, algo, info, {"iteration": agent.iteration, "env_steps": steps, "train_wall_s": train_wall})
             bar.update(min(steps, run.total_steps) - bar.n)
@@ -142,8 +155,7 @@ def train(algo: str, run: RunConfig, algo_cfg=None, out: str | Path = "runs/defa
                 on_iteration(steps)
     finally:
         bar.close()
-        metrics_log.close()
-        eval_log.close()
+        log.close()
         agent.close()
     summary = make_summary(algo, run, info, evals, steps, train_wall, agent)
     write_json(out / "summary.json", summary)

@@ -139,7 +139,11 @@ class GRPOConfig:
     keep_checkpoints: int = field(default=2, metadata=_help("keep the last N checkpoints"))
     resume: bool = field(default=False, metadata=_help("continue the run in `out` from its last checkpoint"))
     overwrite: bool = field(default=False, metadata=_help("replace a run already in `out`"))
-    tensorboard: bool = field(default=True, metadata=_help("also log to TensorBoard when it is installed"))
+    report_to: list[str] | None = field(default=None, metadata=_help(
+        "trackers for the metrics: tensorboard, wandb, trackio, mlflow (each local/offline by default), "
+        "or none; default: tensorboard when installed"))
+    tensorboard: bool = field(default=True, metadata=_help(
+        "deprecated, use --report-to: false drops TensorBoard from the trackers"))
     progress: bool = field(default=True, metadata=_help("show a progress bar"))
 
     def __post_init__(self) -> None:
@@ -204,6 +208,9 @@ class GRPOConfig:
             raise ValueError("save_merged applies to adapter runs (--adapter lora): the final model is already merged")
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other: pick one")
+        from grpo.utils.trackers import check_report_to
+
+        check_report_to(self.report_to)  # a tracker that is not installed: refused before anything loads
         from grpo.llm.data.rewards.plugins import parse_spec
 
         for spec in self.reward or []:

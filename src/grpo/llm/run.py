@@ -154,7 +154,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         log(f"greedy accuracy before: {before:.1%} ({len(eval_rows)} {cfg.eval_split} prompts)")
     if rt.is_main:
         write_json(out / "run_config.json", {**to_dict(cfg), "model_path": path, "world_size": rt.world_size})
-    runlog = RunLog(out, cfg.tensorboard, start) if rt.is_main else _NoLog()
+    runlog = RunLog(out, cfg.tensorboard, start, cfg.report_to, to_dict(cfg)) if rt.is_main else _NoLog()
     keep_ref = ref if cfg.ref_reset_every else None
     t_train = time.perf_counter()
     bar = _progress(range(start, cfg.steps), cfg.progress and rt.is_main)  # one bar, one log

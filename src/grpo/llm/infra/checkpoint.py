@@ -19,9 +19,11 @@ import torch
 
 from grpo.utils.io import AtomicDir, read_json, torch_load, torch_save, write_json
 from grpo.utils.runfolder import RunFiles
+from grpo.utils.trackers import TRACKER_FILES
 
 # What a run writes into --out; --overwrite deletes these and nothing else.
-RUN_FILES = RunFiles(("metrics.jsonl", "samples.jsonl", "run_config.json", "summary.json", "final", "final-merged", "tb"),
+RUN_FILES = RunFiles(("metrics.jsonl", "samples.jsonl", "run_config.json", "summary.json", "final", "final-merged",
+                      *TRACKER_FILES),
                      config="run_config.json", pattern=r"checkpoint-\d+")
 
 
