@@ -131,7 +131,7 @@ def test_cached_and_hf_engines_agree_greedily(tiny):
 
 
 def test_filter_logits_top_p_keeps_the_smallest_set_reaching_p():
-    from grpo.llm.rollout.generation import filter_logits
+    from grpo.llm.modeling.logprobs import filter_logits
 
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
     kept = torch.isfinite(filter_logits(logits, top_p=0.7))

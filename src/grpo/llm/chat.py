@@ -3,7 +3,7 @@
 The conversation goes through the tokenizer's chat template when it has one; without one (the
 built-in tiny model), each line is a prompt of its own, as in training. Sampling takes the
 training options (temperature, top-p, top-k, max new tokens) and the same logit filter
-(:func:`grpo.llm.rollout.generation.filter_logits`). ``/reset`` starts a new conversation; ``/quit``,
+(:func:`grpo.llm.modeling.logprobs.filter_logits`). ``/reset`` starts a new conversation; ``/quit``,
 end of input (Ctrl-D) or Ctrl-C ends.
 """
 
@@ -69,8 +69,9 @@ def stream_reply(model: Any, tok: Any, prompt: str, s: Sampling, write: Callable
 def _stream(model: Any, tok: Any, prompt: str, s: Sampling, write: Callable[[str], Any]) -> str:
     import torch
 
-    from grpo.llm.rollout.generation import encode_prompts, eos_ids_of, filter_logits
-    from grpo.llm.modeling.logprobs import cache_kwargs, cache_of
+    from grpo.llm.modeling.hf import cache_kwargs, cache_of
+    from grpo.llm.modeling.logprobs import filter_logits
+    from grpo.llm.rollout.generation import encode_prompts, eos_ids_of
     from grpo.llm.modeling.models import context_length
 
     device = next(model.parameters()).device
