@@ -47,6 +47,29 @@ class GRPOConfig:
     device: str = field(default="auto", metadata=_help("cpu, cuda, cuda:1, ... or auto"))
     threads: int | None = field(default=None, metadata=_help(
         "torch CPU threads; none: torch's default (1 is fastest for the tiny model on a busy machine)"))
+    # --- multi-turn environments (docs/multi-turn.md) ---------------------------------------
+    env: str | None = field(default=None, metadata=_help(
+        "train on episodes of a text environment: calculator, code-function, guess-number, MODULE:CLASS or a "
+        "gymnasium id; prompts_per_step then counts reset seeds (groups of group_size episodes); none: --task"))
+    max_turns: int = field(default=8, metadata=_help("env: assistant turns per episode at most (then truncated)"))
+    max_episode_tokens: int | None = field(default=None, metadata=_help(
+        "env: tokens per episode at most, prompt and replies included (then truncated); none: the model's context"))
+    truncated: str = field(default="keep", metadata=_help(
+        "env: truncated episodes keep their return, are penalized (truncated_penalty off the last turn's "
+        "reward) or masked (no loss)", choices=["keep", "penalize", "mask"]))
+    truncated_penalty: float = field(default=1.0, metadata=_help("env: the penalty of truncated=penalize"))
+    env_advantage: str = field(default="outcome", metadata=_help(
+        "env: outcome (episode return normalised in its group) or turn (each turn's return-to-go compared "
+        "across the group at the same turn)", choices=["outcome", "turn"]))
+    env_failure: str = field(default="raise", metadata=_help(
+        "env: when an environment raises or returns something outside the protocol: raise (an error naming "
+        "it and the episode), zero (end the episode with return 0), drop (leave its group out of the update)",
+        choices=["raise", "zero", "drop"]))
+    tool_timeout_s: float | None = field(default=10.0, metadata=_help(
+        "env: seconds a tool call may take before an error message goes back to the model; none: no limit"))
+    env_eval_episodes: int = field(default=32, metadata=_help(
+        "env: episodes (reset seeds 10000, 10001, ...) played before and after training and every eval_every "
+        "steps; mean return, turns and env info go to the summary; 0: skip"))
     # --- batch -------------------------------------------------------------------------------
     steps: int = field(default=200, metadata=_help("policy-update rounds (one generation batch each)"))
     prompts_per_step: int = field(default=32, metadata=_help("prompts per step; each gets group_size samples"))
@@ -172,6 +195,12 @@ class GRPOConfig:
             "nonfinite_limit": self.nonfinite_limit >= 1,
             "reward_failure": self.reward_failure in ("raise", "zero", "drop"),
             "reward_timeout_s": self.reward_timeout_s is None or self.reward_timeout_s > 0,
+            "max_turns": self.max_turns >= 1, "truncated": self.truncated in ("keep", "penalize", "mask"),
+            "max_episode_tokens": self.max_episode_tokens is None or self.max_episode_tokens >= 2,
+            "env_advantage": self.env_advantage in ("outcome", "turn"),
+            "env_failure": self.env_failure in ("raise", "zero", "drop"),
+            "tool_timeout_s": self.tool_timeout_s is None or self.tool_timeout_s > 0,
+            "env_eval_episodes": self.env_eval_episodes >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

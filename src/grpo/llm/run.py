@@ -52,6 +52,12 @@ def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = p
         from grpo.llm.rollout.vllm_engine import import_vllm
 
         import_vllm()  # not installed: say how, before loading anything
+    if cfg.env:
+        given = {"--algo ppo": getattr(cfg, "algo", "grpo") == "ppo", "several processes": rt.world_size > 1,
+                 "--generation vllm": cfg.generation == "vllm", "--dynamic-sampling": cfg.dynamic_sampling}
+        if any(given.values()):
+            raise ValueError(f"--env (multi-turn) does not support {', '.join(k for k, on in given.items() if on)} "
+                             "yet; see docs/multi-turn.md")
     if getattr(cfg, "algo", "grpo") == "ppo":
         given = {"several processes": rt.world_size > 1, "--adapter": bool(cfg.adapter),
                  "--gradient-checkpointing": cfg.gradient_checkpointing,
@@ -118,9 +124,11 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         path = model_path(cfg, log)
     check_memory(cfg, path, device)  # a batch that cannot fit: refused before anything big loads
     tok = load_tokenizer(path)
-    rows = load_rows(cfg.task, cfg.split, cfg.prompt_column)
-    eval_rows = load_rows(cfg.task, cfg.eval_split, cfg.prompt_column, cfg.eval_limit) if cfg.eval_split else None
-    rewards = build_rewards(cfg, device)
+    # Multi-turn (--env): episodes of the environment instead of prompt rows scored by rewards.
+    rows = [] if cfg.env else load_rows(cfg.task, cfg.split, cfg.prompt_column)
+    eval_rows = load_rows(cfg.task, cfg.eval_split, cfg.prompt_column, cfg.eval_limit) if cfg.eval_split \
+        and not cfg.env else None
+    rewards = None if cfg.env else build_rewards(cfg, device)
     policy = load_policy(cfg, path, resume_from, device)  # with its adapter when --adapter
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(policy)
@@ -140,7 +148,14 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     base_lrs = [group["lr"] for group in trainer.opt.param_groups]
     state = load_trainer_state(resume_from, trainer.opt) if resume_from else {}
     start = int(state.get("step", 0))
-    check = rewards.fns.get(rewards.accuracy_name) if rewards.accuracy_name else None
+    check = rewards.fns.get(rewards.accuracy_name) if rewards and rewards.accuracy_name else None
+    records = getattr(trainer, "sample_records", sample_records)  # whole transcripts for --env
+
+    def evaluate_env() -> dict[str, float] | None:
+        if not (cfg.env and cfg.env_eval_episodes and rt.is_main):
+            return None
+        with rt.autocast():
+            return trainer.evaluate(cfg.env_eval_episodes)
 
     def evaluate() -> float | None:
         # The main process only, unless forward passes are collective (FSDP): then all, on the same rows.
@@ -152,6 +167,9 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     before = state.get("accuracy_before") if resume_from else evaluate()
     if before is not None:
         log(f"greedy accuracy before: {before:.1%} ({len(eval_rows)} {cfg.eval_split} prompts)")
+    env_before = state.get("env_eval_before") if resume_from else evaluate_env()
+    if env_before is not None:
+        log(f"env episodes before: {_env_line(env_before)}")
     if rt.is_main:
         write_json(out / "run_config.json", {**to_dict(cfg), "model_path": path, "world_size": rt.world_size})
     runlog = RunLog(out, cfg.tensorboard, start, cfg.report_to, to_dict(cfg)) if rt.is_main else _NoLog()
@@ -167,14 +185,15 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
                 acc = evaluate()  # None (no eval set, or not this process): NaN; 0% stays 0
                 metrics["eval/greedy_accuracy"] = float("nan") if acc is None else acc
+                metrics.update({f"eval/{k}": v for k, v in (evaluate_env() or {}).items()})
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 runlog.log(step, metrics)
             if step % cfg.samples_every == 0:
-                runlog.log_samples(sample_records(groups, step, cfg.log_samples))
+                runlog.log_samples(records(groups, step, cfg.log_samples))
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(reward=f"{metrics['reward/total/mean']:.3f}", kl=f"{metrics.get('kl/ref', 0):.4f}")
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and rt.is_main:
-                save_checkpoint(out, step + 1, rt.savable(policy), tok, trainer.opt, {"accuracy_before": before},
+                save_checkpoint(out, step + 1, rt.savable(policy), tok, trainer.opt, {"accuracy_before": before, "env_eval_before": env_before},
                                 keep_ref, cfg.keep_checkpoints, trainer.checkpoint_modules())
     finally:
         runlog.close()
@@ -189,15 +208,24 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     after = evaluate()
     if after is not None:
         log(f"greedy accuracy after {cfg.steps} steps: {after:.1%}")
+    env_after = evaluate_env()
+    if env_after is not None:
+        log(f"env episodes after {cfg.steps} steps: {_env_line(env_after)}")
     if not rt.is_main:
         return {}
     summary = {"model": path, "steps": cfg.steps, "accuracy_before": before, "accuracy_after": after,
                "train_seconds": round(train_s, 2), "seconds_per_step": round(train_s / max(cfg.steps - start, 1), 4),
                "peak_rss_mb": round(peak, 1), "final_model": str(out / "final"), "world_size": rt.world_size,
-               "replicas_in_sync": in_sync,
+               "replicas_in_sync": in_sync, **({"env_eval_before": env_before, "env_eval_after": env_after}
+                                               if cfg.env else {}),
                "trainable_parameters": sum(p.numel() for p in policy.parameters() if p.requires_grad)}
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _env_line(m: dict[str, float]) -> str:
+    return ", ".join(f"{k.split('/', 1)[1]} {v:.3g}" for k, v in m.items()
+                     if k in ("episode/return_mean", "episode/turns_mean", "episode/truncated_frac") or k.startswith("env/"))
 
 
 def _progress(it: range, enabled: bool) -> Any:

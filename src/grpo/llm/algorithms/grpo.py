@@ -58,10 +58,15 @@ class GRPOTrainer:
     def __init__(self, cfg: GRPOConfig, policy: Any, tokenizer: Any, rows: list[Row], rewards: RewardSet,
                  ref: Any | None = None, optimizer: torch.optim.Optimizer | None = None,
                  runtime: Runtime | None = None):
+        self._setup(cfg, policy, tokenizer, ref, optimizer, runtime)
+        self.sampler = Sampler(cfg, policy, tokenizer, rows, rewards, self.rt)
+
+    def _setup(self, cfg: GRPOConfig, policy: Any, tokenizer: Any, ref: Any | None,
+               optimizer: torch.optim.Optimizer | None, runtime: Runtime | None) -> None:
+        """Policy, reference, optimizer and step guard (shared with the multi-turn trainer)."""
         self.cfg, self.policy, self.tok, self.ref = cfg, policy, tokenizer, ref
         self.device = next(policy.parameters()).device
         self.rt = runtime or Runtime(self.device)
-        self.sampler = Sampler(cfg, policy, tokenizer, rows, rewards, self.rt)
         self.policy.eval()  # dropout off: see the module docstring
         self.opt = optimizer or torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         # Non-finite losses or gradients skip the step; nonfinite_limit in a row stop the run.

@@ -41,5 +41,10 @@ TRAINERS: dict[type, Callable[..., Any]] = {GRPOConfig: _grpo, PPOConfig: _ppo}
 
 def build_trainer(cfg: GRPOConfig, policy: Any, tok: Any, rows: list[Row], rewards: RewardSet, ref: Any | None,
                   resume_from: Path | None = None, optimizer: Any = None, runtime: Any = None) -> Any:
-    """The trainer for ``cfg``'s type; on resume, the extra modules are restored from the checkpoint."""
+    """The trainer for ``cfg``'s type; on resume, the extra modules are restored from the checkpoint.
+    With ``cfg.env``, GRPO on the environment's episodes (:mod:`grpo.llm.algorithms.multiturn`)."""
+    if getattr(cfg, "env", None):
+        from grpo.llm.algorithms.multiturn import MultiTurnTrainer
+
+        return MultiTurnTrainer(cfg, policy, tok, ref, optimizer, runtime)
     return TRAINERS[type(cfg)](cfg, policy, tok, rows, rewards, ref, resume_from, optimizer, runtime)

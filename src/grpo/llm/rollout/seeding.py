@@ -81,3 +81,21 @@ def sample_from(probs: Tensor, u: Tensor) -> Tensor:
     cdf = probs.double().cumsum(-1)  # [n, V]
     target = (u.to(cdf) * cdf[:, -1]).unsqueeze(-1)  # [n, 1]
     return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
+
+
+def group_seeds(seed: int, step: int, n: int) -> list[int]:
+    """Reset seeds (31-bit) of a step's ``n`` groups of episodes: distinct, derived from the run seed
+    and the step, so that a group's G episodes share one and different groups never do.
+
+    >>> a = group_seeds(0, 3, 4); a == group_seeds(0, 3, 4), len(set(a)), a == group_seeds(1, 3, 4)
+    (True, 4, False)
+    """
+    base = combine(combine(torch.tensor([seed]), step), -1)  # -1: apart from prompt_keys' rounds (>= 0)
+    out: list[int] = []
+    i = 0
+    while len(out) < n:
+        s = int(combine(base, i)[0]) & 0x7FFFFFFF
+        i += 1
+        if s not in out:
+            out.append(s)
+    return out

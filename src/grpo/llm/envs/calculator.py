@@ -1,0 +1,83 @@
+"""Arithmetic word problems answered with the help of a calculator tool (built-in env ``calculator``).
+
+Each reset seed draws a problem from a few templates with random numbers; the model may call
+``calculator(expression)`` any number of times (each call a tool turn), then answers in plain text.
+The episode ends at the first answer that is not a tool call: reward 1 when its last number equals
+the answer, else 0 (``info["correct"]``).
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import random
+import re
+from typing import Any
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+        ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+# (text with {a} {b} {c}, answer from a, b, c); numbers drawn in 2..40
+TEMPLATES = (
+    ("A shop sells {a} apples in the morning and {b} in the afternoon, at {c} dollars each. How many dollars "
+     "does it take in?", lambda a, b, c: (a + b) * c),
+    ("A train has {a} cars with {b} seats each; {c} seats are empty. How many people are seated?",
+     lambda a, b, c: a * b - c),
+    ("Tom had {a} marbles, won {b} more, then gave {c} to each of his 2 sisters. How many are left?",
+     lambda a, b, c: a + b - 2 * c),
+    ("A farm has {a} hens laying {b} eggs a week each. Eggs go in boxes of {c}; how many full boxes a week?",
+     lambda a, b, c: (a * b) // c),
+    ("A class of {a} pupils and {c} teachers splits into teams of {b}. How many full teams can it make?",
+     lambda a, b, c: (a + c) // b),
+)
+
+
+def calculator(expression: str) -> str:
+    """Evaluate an arithmetic expression and return its value.
+
+    Args:
+        expression: numbers with + - * / // % ** and parentheses, e.g. "(12 + 7) * 3"
+    """
+    def ev(node: ast.AST) -> float:
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            return -ev(node.operand) if isinstance(node.op, ast.USub) else ev(node.operand)
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            left, right = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Pow) and abs(right) > 64:
+                raise ValueError("exponent too large")
+            return _OPS[type(node.op)](left, right)
+        raise ValueError(f"not arithmetic: {ast.unparse(node)!r}")
+
+    value = ev(ast.parse(expression.strip(), mode="eval").body)
+    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
+
+
+def last_number(text: str) -> float | None:
+    found = _NUMBER.findall(text.replace(",", ""))
+    return float(found[-1]) if found else None
+
+
+class CalculatorEnv:
+    """Gymnasium-style text env (``reset``/``step``) with one tool, :func:`calculator`."""
+
+    tools = [calculator]
+
+    def __init__(self) -> None:
+        self.answer: int | None = None
+
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[list[dict], dict]:
+        rng = random.Random(seed)
+        text, answer = TEMPLATES[rng.randrange(len(TEMPLATES))]
+        a, b, c = (rng.randint(2, 40) for _ in range(3))
+        self.answer = answer(a, b, c)
+        system = "Solve the problem. You may call the calculator tool. End with the final number as your answer."
+        return [{"role": "system", "content": system},
+                {"role": "user", "content": text.format(a=a, b=b, c=c)}], {"answer": self.answer}
+
+    def step(self, assistant_message: dict) -> tuple[list[dict], float, bool, bool, dict[str, Any]]:
+        got = last_number(assistant_message.get("content") or "")
+        correct = got is not None and self.answer is not None and abs(got - self.answer) < 1e-6
+        return [], float(correct), True, False, {"correct": float(correct)}

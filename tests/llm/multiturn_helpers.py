@@ -1,0 +1,82 @@
+"""Shared pieces of the multi-turn tests: a chat template, tokenizers, a scripted sampler and toy envs."""
+
+from __future__ import annotations
+
+import torch
+
+# Short enough for the tiny model's 64-token context; the assistant turn ends with <eos> and a newline,
+# which the model does not sample (the rollout appends it as environment text).
+TEMPLATE = ("{% for m in messages %}{{ m['role'][0] }}:{{ m['content'] }}{% if m['role'] == 'assistant' %}<eos>"
+            "{% endif %}{{ '\\n' }}{% endfor %}{% if add_generation_prompt %}a:{% endif %}")
+
+
+def merging_tokenizer():
+    """Characters plus one merged token "ab": sampling "a" then "b" and re-encoding the text gives "ab"."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    from grpo.llm.modeling.tiny import CHARS, SPECIALS
+
+    vocab = {t: i for i, t in enumerate(SPECIALS + CHARS)}
+    vocab["ab"] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab, [("a", "b")], unk_token="<unk>"))
+    tok.decoder = decoders.Fuse()
+    out = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>",
+                                  padding_side="left")
+    out.chat_template = TEMPLATE
+    return out
+
+
+def char_tokenizer():
+    from grpo.llm.modeling.tiny import char_tokenizer as make
+
+    tok = make()
+    tok.chat_template = TEMPLATE
+    return tok
+
+
+class FakeModel(torch.nn.Module):
+    """Only what the runner reads from a model: a parameter (device) and the generation config (EOS)."""
+
+    def __init__(self, eos_id: int):
+        from transformers import GenerationConfig
+
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.generation_config = GenerationConfig(eos_token_id=eos_id)
+        self.config = type("C", (), {"max_position_embeddings": 256})()
+
+
+def scripted(tok, turns):
+    """A generation engine that answers turn t of every episode with ``turns[t]``: a list of token ids,
+    or a string encoded one character per token; EOS appended unless the entry is a list."""
+    from grpo.llm.rollout.generation import eos_ids_of, finish_rollout
+
+    calls = []
+
+    def generate(model, tokenizer, ids, mask, G, max_new, *args):
+        t = len(calls)
+        calls.append(ids.clone())
+        want = turns[min(t, len(turns) - 1)]
+        row = list(want) if isinstance(want, list) else \
+            [tok.convert_tokens_to_ids(c) for c in want] + [tok.eos_token_id]
+        row = row[:max_new]
+        comp = torch.full((ids.shape[0], max(len(row), 1)), tok.pad_token_id, dtype=torch.long)
+        comp[:, :len(row)] = torch.tensor(row)
+        return finish_rollout(tokenizer, ids, mask, comp, eos_ids_of(tokenizer, model), 1)
+
+    generate.calls = calls
+    return generate
+
+
+class TwoTurnEnv:
+    """User says "go"+seed digit; each answer gets "x" back and reward 1 if it is "ab"; ends after 2 turns."""
+
+    def reset(self, seed=None, options=None):
+        self.t = 0
+        return [{"role": "user", "content": f"go{(seed or 0) % 10}"}], {}
+
+    def step(self, message):
+        self.t += 1
+        reward = float(message["content"] == "ab")
+        return [{"role": "user", "content": "x"}], reward, self.t >= 2, False, {"hits": reward}
