@@ -148,3 +148,36 @@ def test_tool_calls_run_and_errors_go_back_as_tool_messages():
     b = episode_batch(eps, [7], tok, "keep", 1.0, 0.0)
     trained = "".join(t for m, t in episode_records(b, tok, 0, 1)[0]["tokens"] if m)
     assert trained == call + "<eos>" + bad + "<eos>" + "7<eos>"  # tool results are never trained on
+
+
+def test_outcome_and_turn_advantages_by_hand():
+    from types import SimpleNamespace
+
+    from grpo.llm.algorithms.multiturn import MultiTurnTrainer
+
+    class Script(TwoTurnEnv):  # episode 0 of the group: rewards [0, 1]; episode 1: [0] then truncated
+        count = 0
+
+        def reset(self, seed=None, options=None):
+            self.k, Script.count = Script.count, Script.count + 1
+            return super().reset(seed)
+
+        def step(self, message):
+            self.t += 1
+            if self.k == 1:
+                return [{"role": "user", "content": "x"}], 0.0, False, True, {}
+            return [{"role": "user", "content": "x"}], float(self.t == 2), self.t >= 2, False, {}
+
+    tok = char_tokenizer()
+    eps, _ = run(Script, tok, ["ab"], seeds=(1,), G=2)
+    assert [e.rewards for e in eps] == [[0.0, 1.0], [0.0]]
+    b = episode_batch(eps, [1], tok, "keep", 1.0, 0.0)
+    a = 0.5 / (0.5 ** 0.5 + 1e-4)  # centred return / (group std + eps)
+    for mode, first, second in (("outcome", [a, a], [-a]), ("turn", [a, 0.0], [-a])):
+        cfg = SimpleNamespace(group_size=2, env_advantage=mode, reward_scale="group")
+        adv = MultiTurnTrainer.advantages(SimpleNamespace(cfg=cfg, device="cpu"), b)  # [N, C]
+        sampled = b.loss_mask.bool()
+        turn = b.turn_index
+        got0 = [float(adv[0][sampled[0] & (turn[0] == k)].unique()) for k in (0, 1)]
+        got1 = [float(adv[1][sampled[1] & (turn[1] == 0)].unique())]
+        assert got0 == pytest.approx(first, abs=1e-5) and got1 == pytest.approx(second, abs=1e-5), mode

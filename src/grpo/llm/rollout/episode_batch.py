@@ -99,7 +99,7 @@ def episode_metrics(b: EpisodeBatch, G: int) -> dict[str, float]:
         "episode/failed_frac": sum(e.failed is not None for e in eps) / n,
         "tools/calls_per_episode": sum(e.tool_calls for e in eps) / n,
         "tools/errors_per_episode": sum(e.tool_errors for e in eps) / n,
-        "groups/zero_std_frac": float((ret.view(-1, G).std(1) < ZERO_STD).float().mean()),
+        "groups/zero_std_frac": float((ret.view(-1, G).std(1) < ZERO_STD).float().mean()) if G > 1 else 0.0,
         "groups/used": float(len(b.seeds)),
     }
     values: dict[str, list[float]] = {}
