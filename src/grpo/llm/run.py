@@ -58,6 +58,9 @@ def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = p
         if any(given.values()):
             raise ValueError(f"--env (multi-turn) does not support {', '.join(k for k, on in given.items() if on)} "
                              "yet; see docs/multi-turn.md")
+        from grpo.llm.envs.base import env_factory
+
+        env_factory(cfg.env)  # an unknown env or a module that does not import: refused before any loading
     if getattr(cfg, "algo", "grpo") == "ppo":
         given = {"several processes": rt.world_size > 1, "--adapter": bool(cfg.adapter),
                  "--gradient-checkpointing": cfg.gradient_checkpointing,

@@ -58,7 +58,7 @@ class Episode:
     failed: str | None = None  # the EnvError's text, when the failure policy let the run go on
     tool_calls: int = 0
     tool_errors: int = 0
-    info: dict = field(default_factory=dict)  # the environment's last info
+    info: dict = field(default_factory=dict)  # the info of the environment's last step
 
     def __post_init__(self) -> None:
         self.trained = [False] * len(self.ids)
@@ -125,7 +125,7 @@ class EpisodeRunner:
         if not messages:
             raise EnvError(f"{where(self.name, seed)}: reset returned no message to open the episode")
         ids = self.chat.first_prompt(messages)
-        return Episode(seed, env, ids, len(ids), list(messages), info=dict(out[1] or {}))
+        return Episode(seed, env, ids, len(ids), list(messages))  # info: the last step's (reset's stays out)
 
     def run(self, model: Any, seeds: list[int], group_size: int, step: int) -> list[Episode]:
         """G episodes per seed (group-major), played to their end."""
