@@ -181,3 +181,14 @@ def test_outcome_and_turn_advantages_by_hand():
         got0 = [float(adv[0][sampled[0] & (turn[0] == k)].unique()) for k in (0, 1)]
         got1 = [float(adv[1][sampled[1] & (turn[1] == 0)].unique())]
         assert got0 == pytest.approx(first, abs=1e-5) and got1 == pytest.approx(second, abs=1e-5), mode
+
+
+def test_tools_are_described_when_the_template_ignores_them():
+    from grpo.llm.envs.calculator import CalculatorEnv
+
+    eps, _ = run(CalculatorEnv, char_tokenizer(), ["1"], G=1, max_episode_tokens=5000)
+    system = eps[0].messages[0]
+    assert system["role"] == "system" and '"name": "calculator"' in system["content"]
+    assert system["content"].startswith("Solve the problem.") and "<tool_call>" in system["content"]
+    eps, _ = run(TwoTurnEnv, char_tokenizer(), ["ab"], G=1)  # no tools: the opening is the env's own
+    assert eps[0].messages[0] == {"role": "user", "content": "go7"}

@@ -12,10 +12,18 @@ SkyRL users report).
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 Message = dict[str, Any]
+
+
+def tool_note(schemas: list[dict]) -> str:
+    """The tools described in Hermes' words, for templates that do not render ``tools=``."""
+    lines = "\n".join(json.dumps(s) for s in schemas)
+    return (f"You may call these tools:\n<tools>\n{lines}\n</tools>\nTo call one, write <tool_call>{{\"name\": "
+            "NAME, \"arguments\": {...}}</tool_call>; its result comes back in a tool message.")
 
 
 def _common_prefix(a: str, b: str) -> int:
@@ -30,6 +38,19 @@ class ChatTokens:
             raise ValueError("multi-turn training needs a tokenizer with a chat template; set tokenizer.chat_template "
                              "(a Jinja string) in the model folder's tokenizer_config.json")
         self.tok, self.tools = tokenizer, tools or None
+        probe = [{"role": "user", "content": "x"}]
+        # A template that ignores tools= (SmolLM2's, say) would leave the model unaware of them: then they are
+        # described in the system message, in the Hermes format the parser reads.
+        self.tool_note = tool_note(self.tools) if self.tools and self.render(probe, True) == \
+            tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True) else None
+
+    def opening(self, messages: list[Message]) -> list[Message]:
+        """The episode's opening messages, with the tools described when the template does not do it."""
+        if not self.tool_note:
+            return messages
+        if messages[0]["role"] == "system":
+            return [{"role": "system", "content": messages[0]["content"] + "\n\n" + self.tool_note}] + messages[1:]
+        return [{"role": "system", "content": self.tool_note}] + messages
 
     def render(self, messages: list[Message], generation_prompt: bool) -> str:
         return self.tok.apply_chat_template(messages, tools=self.tools, tokenize=False,

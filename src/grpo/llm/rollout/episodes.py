@@ -124,6 +124,7 @@ class EpisodeRunner:
         messages = check_messages(out[0], f"{where(self.name, seed)}: reset")
         if not messages:
             raise EnvError(f"{where(self.name, seed)}: reset returned no message to open the episode")
+        messages = self.chat.opening(messages)
         ids = self.chat.first_prompt(messages)
         return Episode(seed, env, ids, len(ids), list(messages))  # info: the last step's (reset's stays out)
 
