@@ -192,3 +192,34 @@ def test_tools_are_described_when_the_template_ignores_them():
     assert system["content"].startswith("Solve the problem.") and "<tool_call>" in system["content"]
     eps, _ = run(TwoTurnEnv, char_tokenizer(), ["ab"], G=1)  # no tools: the opening is the env's own
     assert eps[0].messages[0] == {"role": "user", "content": "go7"}
+
+
+def test_chatml_tool_turns_match_the_template_rendering():
+    """A model that writes calls in the template's own form: its trajectory reads exactly as the template
+    renders the whole conversation (tool results grouped in one user turn), though built turn by turn."""
+    from grpo.llm.envs.calculator import CalculatorEnv
+
+    from multiturn_helpers import chatml_tokenizer
+
+    tok = chatml_tokenizer()
+    one = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "2+3"}}\n</tool_call>'
+    two = one + "\n" + one.replace("2+3", "4*5")
+    eps, _ = run(CalculatorEnv, tok, [one, two, "42"], G=1, max_episode_tokens=5000, max_new_tokens=200)
+    e = eps[0]
+    assert [m["role"] for m in e.messages] == ["system", "user", "assistant", "tool", "assistant", "tool", "tool",
+                                               "assistant"]
+    assert [m["content"] for m in e.messages if m["role"] == "tool"] == ["5", "5", "20"]
+    assert '<tools>\n{"type": "function", "function": {"name": "calculator"' in tok.decode(e.ids)  # the template's
+    assert "<tools>" not in e.messages[0]["content"]  # so no description of our own in the system message
+    rendered = tok.apply_chat_template(e.messages, tools=eps_schemas(), tokenize=False)
+    assert tok.decode(e.ids) == rendered.removesuffix("\n")
+    trained = [t for m, t in episode_records(episode_batch(eps, [7], tok, "keep", 0.0, 0.0), tok, 0, 1)[0]["tokens"]
+               if m]
+    assert trained == [one + "<|im_end|>", two + "<|im_end|>", "42<|im_end|>"]
+
+
+def eps_schemas():
+    from grpo.llm.envs.calculator import CalculatorEnv
+    from grpo.llm.envs.tools import tool_schemas
+
+    return tool_schemas(CalculatorEnv.tools)
