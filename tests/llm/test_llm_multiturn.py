@@ -96,6 +96,26 @@ class NaNReward(TwoTurnEnv):
         return [], float("nan"), True, False, {}
 
 
+class NotBool(TwoTurnEnv):
+    def step(self, message):
+        return [], 1.0, 1, False, {}
+
+
+class NumpyOk(TwoTurnEnv):
+    def step(self, message):
+        import numpy as np
+
+        new, reward, done, trunc, info = super().step(message)
+        return new, np.float32(reward), np.bool_(done), np.bool_(trunc), info
+
+
+def test_numpy_scalars_are_accepted():
+    tok = merging_tokenizer()
+    a, b, eos = (tok.convert_tokens_to_ids(t) for t in ("a", "b", "<eos>"))
+    eps, _ = run(NumpyOk, tok, [[a, b, eos]])
+    assert eps[0].rewards == [1.0, 1.0] and eps[0].terminated
+
+
 class BadReset:
     def reset(self, seed=None, options=None):
         return [{"role": "robot", "content": "hi"}], {}
@@ -104,6 +124,7 @@ class BadReset:
 @pytest.mark.parametrize("env, words", [(Raising, "step raised RuntimeError: boom"),
                                         (NotMessages, "returned 'x' (str), not a list of messages"),
                                         (NaNReward, "reward nan, not a finite number"),
+                                        (NotBool, "terminated=1, not a bool"),
                                         (BadReset, "not a message")])
 def test_bad_env_raises_one_line_naming_env_and_episode(env, words):
     with pytest.raises(EnvError) as err:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Protocol, runtime_checkable
 
+import numpy as np
+
 from grpo.llm.envs import ENVS
 from grpo.utils.imports import import_module, load_attr, split_ref
 
@@ -73,8 +75,10 @@ def check_step(result: Any, what: str) -> tuple[list[Message], float, bool, bool
     if not math.isfinite(reward):
         raise EnvError(f"{what}: step returned the reward {reward}, not a finite number")
     for name, flag in (("terminated", terminated), ("truncated", truncated)):
-        if not isinstance(flag, bool) and type(flag).__name__ != "bool_":  # numpy booleans too
+        if not isinstance(flag, (bool, np.bool_)):
             raise EnvError(f"{what}: step returned {name}={flag!r:.40}, not a bool")
+    if info is not None and not isinstance(info, dict):
+        raise EnvError(f"{what}: step returned the info {info!r:.80}, not a dict")
     return messages, reward, bool(terminated), bool(truncated), dict(info or {})
 
 
