@@ -109,7 +109,10 @@ class EpisodeRunner:
             raise ValueError(f"env_failure={limits.env_failure!r}; choose one of {ENV_FAILURES}")
         self.name, self.make_env, self.tok, self.lim, self.generate, self.seed = \
             env_name, make_env, tokenizer, limits, generate, seed
-        self.tools = env_tools(make_env())
+        probe = make_env()
+        self.tools = env_tools(probe)  # the schemas shown to the model; calls run on each episode's own env
+        if callable(getattr(probe, "close", None)):
+            probe.close()
         self.chat = ChatTokens(tokenizer, tool_schemas(self.tools) if self.tools else None)
         self.parse = parser_for(tokenizer)
 
