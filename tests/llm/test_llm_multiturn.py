@@ -116,6 +116,11 @@ def test_numpy_scalars_are_accepted():
     assert eps[0].rewards == [1.0, 1.0] and eps[0].terminated
 
 
+class NoInit(TwoTurnEnv):
+    def __init__(self):
+        raise OSError("no such file")
+
+
 class BadReset:
     def reset(self, seed=None, options=None):
         return [{"role": "robot", "content": "hi"}], {}
@@ -125,12 +130,14 @@ class BadReset:
                                         (NotMessages, "returned 'x' (str), not a list of messages"),
                                         (NaNReward, "reward nan, not a finite number"),
                                         (NotBool, "terminated=1, not a bool"),
-                                        (BadReset, "not a message")])
+                                        (BadReset, "not a message"),
+                                        (NoInit, "creating the environment raised OSError: no such file")])
 def test_bad_env_raises_one_line_naming_env_and_episode(env, words):
     with pytest.raises(EnvError) as err:
         run(env, char_tokenizer(), ["ab"], seeds=(11,))
     text = str(err.value)
-    assert "env 'toy'" in text and "episode seed 11" in text and words in text and "\n" not in text
+    assert "env 'toy'" in text and words in text and "\n" not in text
+    assert "episode seed 11" in text or env is NoInit  # made once before any episode, to read its tools
 
 
 def test_bad_env_policies_zero_and_drop():

@@ -109,15 +109,22 @@ class EpisodeRunner:
             raise ValueError(f"env_failure={limits.env_failure!r}; choose one of {ENV_FAILURES}")
         self.name, self.make_env, self.tok, self.lim, self.generate, self.seed = \
             env_name, make_env, tokenizer, limits, generate, seed
-        probe = make_env()
+        probe = self._make(None)
         self.tools = env_tools(probe)  # the schemas shown to the model; calls run on each episode's own env
         if callable(getattr(probe, "close", None)):
             probe.close()
         self.chat = ChatTokens(tokenizer, tool_schemas(self.tools) if self.tools else None)
         self.parse = parser_for(tokenizer)
 
+    def _make(self, seed: int | None) -> Any:
+        try:
+            return self.make_env()
+        except Exception as err:  # noqa: BLE001 - the user's env class: one line naming it
+            raise EnvError(f"{where(self.name, seed)}: creating the environment raised {type(err).__name__}: {err}") \
+                from None
+
     def _reset(self, seed: int) -> Episode:
-        env = self.make_env()
+        env = self._make(seed)
         try:
             out = env.reset(seed=seed)
         except Exception as err:  # noqa: BLE001 - the user's env: one line naming it and the seed
