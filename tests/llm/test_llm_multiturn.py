@@ -36,6 +36,15 @@ def test_sampled_tokens_are_kept_as_sampled_across_turns():
     assert ep.rewards == [1.0, 1.0] and ep.terminated and not ep.truncated
 
 
+def test_hidden_feedback_replaces_the_env_text_only():
+    tok = char_tokenizer()
+    (e, _), _ = run(TwoTurnEnv, tok, ["ab"], hide_feedback=True)
+    assert e.messages == [{"role": "user", "content": "go7"}, {"role": "assistant", "content": "ab"},
+                          {"role": "user", "content": "..."}, {"role": "assistant", "content": "ab"},
+                          {"role": "user", "content": "..."}]  # the last reply: in the transcript, not the ids
+    assert tok.decode(e.ids) == "u:go7\na:ab<eos>\nu:...\na:ab<eos>" and e.rewards == [1.0, 1.0]
+
+
 def test_env_tokens_are_masked_out_of_loss():
     tok = merging_tokenizer()
     a, b, eos = (tok.convert_tokens_to_ids(t) for t in ("a", "b", "<eos>"))

@@ -67,6 +67,9 @@ class GRPOConfig:
         choices=["raise", "zero", "drop"]))
     tool_timeout_s: float | None = field(default=10.0, metadata=_help(
         "env: seconds a tool call may take before an error message goes back to the model; none: no limit"))
+    env_feedback: str = field(default="show", metadata=_help(
+        "env: show the environment's replies to the model, or hide them (their text becomes '...'; rewards "
+        "unchanged): a negative control that has nothing to learn from the feedback", choices=["show", "hide"]))
     env_eval_episodes: int = field(default=32, metadata=_help(
         "env: episodes (reset seeds 10000, 10001, ...) played before and after training and every eval_every "
         "steps; mean return, turns and env info go to the summary; 0: skip"))
@@ -200,7 +203,7 @@ class GRPOConfig:
             "env_advantage": self.env_advantage in ("outcome", "turn"),
             "env_failure": self.env_failure in ("raise", "zero", "drop"),
             "tool_timeout_s": self.tool_timeout_s is None or self.tool_timeout_s > 0,
-            "env_eval_episodes": self.env_eval_episodes >= 0,
+            "env_eval_episodes": self.env_eval_episodes >= 0, "env_feedback": self.env_feedback in ("show", "hide"),
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

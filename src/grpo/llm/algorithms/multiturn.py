@@ -46,7 +46,8 @@ DEFAULT_EPISODE_TOKENS = 4096  # when the model states no context length
 def episode_limits(cfg: GRPOConfig, model: Any, greedy: bool = False) -> Limits:
     ctx = context_length(model) or DEFAULT_EPISODE_TOKENS
     return Limits(cfg.max_turns, cfg.max_episode_tokens or ctx, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
-                  cfg.top_k, greedy, cfg.env_failure, cfg.tool_timeout_s)
+                  cfg.top_k, greedy, cfg.env_failure, cfg.tool_timeout_s,
+                  cfg.env_feedback == "hide")
 
 
 class MultiTurnTrainer(GRPOTrainer):

@@ -22,6 +22,7 @@ from grpo.llm.rollout.generation import eos_ids_of
 from grpo.llm.rollout.seeding import prompt_keys
 
 ENV_FAILURES = ("raise", "zero", "drop")
+HIDDEN = "..."  # what the model reads instead of the environment's replies with hide_feedback
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Limits:
     greedy: bool = False
     env_failure: str = "raise"  # raise | zero (end the episode, return 0) | drop (its group leaves the update)
     tool_timeout_s: float | None = 10.0
+    hide_feedback: bool = False  # negative control: the env's replies reach the model as HIDDEN
 
 
 @dataclass
@@ -194,6 +196,8 @@ class EpisodeRunner:
                 e.end("failed")
                 return
             e.info = info
+            if self.lim.hide_feedback:  # the rewards still count; the model learns nothing from the text
+                new = [{**m, "content": HIDDEN} for m in new]
         e.rewards[-1] = reward
         history = list(e.messages)
         e.messages += [msg] + new
