@@ -91,6 +91,8 @@ def preflight(cfg: GRPOConfig) -> None:
 
     autocast_dtype(cfg.mixed_precision, pick_device(cfg.device))
     check_adapter_options(cfg)
+    if cfg.env:
+        raise ValueError("--env (multi-turn) runs in one process for now: leave --num-processes at 1")
     if cfg.generation == "vllm":
         from grpo.llm.rollout.vllm_engine import import_vllm
 
