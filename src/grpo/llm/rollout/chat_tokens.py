@@ -60,13 +60,16 @@ class ChatTokens:
         # The template writes any BOS itself: no special tokens added (as the single-turn prompts).
         return self.tok(text, add_special_tokens=False).input_ids
 
-    def first_prompt(self, messages: list[Message]) -> list[int]:
-        """Ids of the episode's opening messages plus the generation prompt."""
-        return self.encode(self.render(messages, True))
+    def first_prompt(self, messages: list[Message]) -> tuple[list[int], str]:
+        """Ids of the episode's opening messages plus the generation prompt, and that text."""
+        text = self.render(messages, True)
+        return self.encode(text), text
 
-    def reply(self, history: list[Message], assistant: Message, new: list[Message], last_sampled: int) -> list[int]:
+    def reply(self, history: list[Message], assistant: Message, new: list[Message], last_sampled: int,
+              prompted: str) -> tuple[list[int], str]:
         """Ids that follow the sampled turn (which ended with the token ``last_sampled``): the rest of the
-        assistant turn as the template writes it, ``new`` messages and the next generation prompt."""
+        assistant turn as the template writes it, ``new`` messages and the next generation prompt; and the
+        text of the conversation with that prompt. ``prompted``: that text before the turn (``history``'s)."""
         closed = self.render(history + [assistant], False)
         full = self.render(history + [assistant] + new, True)
         if not full.startswith(closed):
@@ -74,11 +77,11 @@ class ChatTokens:
             raise ValueError(f"the chat template renders earlier turns differently once new messages follow "
                              f"(they differ at {closed[at:at + 40]!r} vs {full[at:at + 40]!r}); multi-turn needs a "
                              "template whose rendering of a conversation extends it, not rewrites it")
-        return self.encode(self._after_end(history, closed, last_sampled) + full[len(closed):])
+        return self.encode(self._after_end(prompted, closed, last_sampled) + full[len(closed):]), full
 
-    def _after_end(self, history: list[Message], closed: str, last_sampled: int) -> str:
+    def _after_end(self, prompted: str, closed: str, last_sampled: int) -> str:
         """Template text after the end-of-turn token inside the closed assistant turn ("" if absent)."""
         end = self.tok.decode([last_sampled], skip_special_tokens=False)
-        turn_start = _common_prefix(self.render(history, True), closed)
+        turn_start = _common_prefix(prompted, closed)
         k = closed.rfind(end) if end else -1
         return closed[k + len(end):] if k >= turn_start else ""

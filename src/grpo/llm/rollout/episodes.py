@@ -51,6 +51,7 @@ class Episode:
     ids: list[int]
     prompt_len: int
     messages: list[dict]
+    prompted: str  # the template's text of ``messages`` with the generation prompt (reused next turn)
     trained: list[bool] = field(default_factory=list)
     turn_of: list[int] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)  # one per assistant turn (0 for tool turns)
@@ -137,8 +138,8 @@ class EpisodeRunner:
         if not messages:
             raise EnvError(f"{where(self.name, seed)}: reset returned no message to open the episode")
         messages = self.chat.opening(messages)
-        ids = self.chat.first_prompt(messages)
-        return Episode(seed, env, ids, len(ids), list(messages))  # info: the last step's (reset's stays out)
+        ids, text = self.chat.first_prompt(messages)
+        return Episode(seed, env, ids, len(ids), list(messages), text)  # info: the last step's (reset's stays out)
 
     def run(self, model: Any, seeds: list[int], group_size: int, step: int) -> list[Episode]:
         """G episodes per seed (group-major), played to their end."""
@@ -205,7 +206,7 @@ class EpisodeRunner:
             e.end("terminated" if terminated else "env truncated", truncated=truncated and not terminated,
                   terminated=terminated)
             return
-        reply = self.chat.reply(history, msg, new, sampled[-1])
+        reply, e.prompted = self.chat.reply(history, msg, new, sampled[-1], e.prompted)
         if len(e.ids) + len(reply) >= self.lim.max_episode_tokens:
             e.end("max_episode_tokens", truncated=True)
             return
