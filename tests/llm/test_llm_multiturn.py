@@ -83,6 +83,8 @@ def test_limits_truncate():
     assert e.stop == "max_turns" and e.truncated and e.turns == 3
     (e, _), _ = run(Forever, tok, ["ab"], max_episode_tokens=20)
     assert e.stop == "max_episode_tokens" and e.truncated and len(e.ids) <= 20
+    with pytest.raises(ValueError, match=r"opening messages are 8 tokens, leaving none of max_episode_tokens=8"):
+        run(Forever, tok, ["ab"], max_episode_tokens=8)
     (e, _), _ = run(Forever, tok, ["abcdefghij"], max_new_tokens=4)  # no end of turn within 4 tokens
     assert e.stop == "no end of turn" and e.truncated and e.turns == 1
     b = episode_batch([e, e], [1], tok, "penalize", 2.0, 0.0)

@@ -139,6 +139,10 @@ class EpisodeRunner:
             raise EnvError(f"{where(self.name, seed)}: reset returned no message to open the episode")
         messages = self.chat.opening(messages)
         ids, text = self.chat.first_prompt(messages)
+        if len(ids) >= self.lim.max_episode_tokens:
+            raise ValueError(f"{where(self.name, seed)}: the opening messages are {len(ids)} tokens, leaving none of "
+                             f"max_episode_tokens={self.lim.max_episode_tokens} to answer; raise --max-episode-tokens "
+                             "(or use a model of a longer context)")
         return Episode(seed, env, ids, len(ids), list(messages), text)  # info: the last step's (reset's stays out)
 
     def run(self, model: Any, seeds: list[int], group_size: int, step: int) -> list[Episode]:
