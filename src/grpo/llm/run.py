@@ -131,8 +131,8 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     tok = load_tokenizer(path)
     # Multi-turn (--env): episodes of the environment instead of prompt rows scored by rewards.
     rows = [] if cfg.env else load_rows(cfg.task, cfg.split, cfg.prompt_column)
-    eval_rows = load_rows(cfg.task, cfg.eval_split, cfg.prompt_column, cfg.eval_limit) if cfg.eval_split \
-        and not cfg.env else None
+    eval_rows = None if cfg.env or not cfg.eval_split else \
+        load_rows(cfg.task, cfg.eval_split, cfg.prompt_column, cfg.eval_limit)
     rewards = None if cfg.env else build_rewards(cfg, device)
     policy = load_policy(cfg, path, resume_from, device)  # with its adapter when --adapter
     if cfg.gradient_checkpointing:
@@ -188,9 +188,11 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
                 metrics, groups = trainer.step(step)
             metrics["train/lr"] = lr
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-                acc = evaluate()  # None (no eval set, or not this process): NaN; 0% stays 0
-                metrics["eval/greedy_accuracy"] = float("nan") if acc is None else acc
-                metrics.update({f"eval/{k}": v for k, v in (evaluate_env() or {}).items()})
+                if cfg.env:
+                    metrics.update({f"eval/{k}": v for k, v in (evaluate_env() or {}).items()})
+                else:
+                    acc = evaluate()  # None (no eval set, or not this process): NaN; 0% stays 0
+                    metrics["eval/greedy_accuracy"] = float("nan") if acc is None else acc
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 runlog.log(step, metrics)
             if step % cfg.samples_every == 0:
@@ -198,8 +200,9 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(reward=f"{metrics['reward/total/mean']:.3f}", kl=f"{metrics.get('kl/ref', 0):.4f}")
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and rt.is_main:
-                save_checkpoint(out, step + 1, rt.savable(policy), tok, trainer.opt, {"accuracy_before": before, "env_eval_before": env_before},
-                                keep_ref, cfg.keep_checkpoints, trainer.checkpoint_modules())
+                save_checkpoint(out, step + 1, rt.savable(policy), tok, trainer.opt,
+                                {"accuracy_before": before, "env_eval_before": env_before}, keep_ref,
+                                cfg.keep_checkpoints, trainer.checkpoint_modules())
     finally:
         runlog.close()
     train_s = time.perf_counter() - t_train
@@ -229,8 +232,8 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
 
 
 def _env_line(m: dict[str, float]) -> str:
-    return ", ".join(f"{k.split('/', 1)[1]} {v:.3g}" for k, v in m.items()
-                     if k in ("episode/return_mean", "episode/turns_mean", "episode/truncated_frac") or k.startswith("env/"))
+    shown = ("episode/return_mean", "episode/turns_mean", "episode/truncated_frac")
+    return ", ".join(f"{k.split('/', 1)[1]} {v:.3g}" for k, v in m.items() if k in shown or k.startswith("env/"))
 
 
 def _progress(it: range, enabled: bool) -> Any:

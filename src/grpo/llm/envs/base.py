@@ -47,9 +47,9 @@ def check_messages(messages: Any, what: str) -> list[Message]:
 
     >>> check_messages([{"role": "user", "content": "hi"}], "env 'x'")
     [{'role': 'user', 'content': 'hi'}]
-    >>> check_messages("hi", "env 'x'")
+    >>> check_messages("hi", "env 'x'")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    grpo.llm.envs.base.EnvError: env 'x' returned 'hi' (str), not a list of messages {"role": "user"|"system"|"tool", "content": str}
+    grpo.llm.envs.base.EnvError: env 'x' returned 'hi' (str), not a list of messages {"role": "user"|...}
     """
     form = '{"role": "user"|"system"|"tool", "content": str}'
     if isinstance(messages, tuple):
@@ -65,7 +65,8 @@ def check_messages(messages: Any, what: str) -> list[Message]:
 def check_step(result: Any, what: str) -> tuple[list[Message], float, bool, bool, dict]:
     """A ``step`` result checked: five values, messages, a finite reward, two booleans, a dict."""
     if not (isinstance(result, tuple) and len(result) == 5):
-        raise EnvError(f"{what}: step returned {result!r:.120}; expected (messages, reward, terminated, truncated, info)")
+        raise EnvError(f"{what}: step returned {result!r:.120}; "
+                       "expected (messages, reward, terminated, truncated, info)")
     messages, reward, terminated, truncated, info = result
     messages = check_messages(messages, what)
     try:
