@@ -34,7 +34,8 @@ def check_model_folder(name_or_path: str) -> None:
             raise FileNotFoundError(f"--model {name_or_path}: no such folder (pass a model folder or a hub id)")
         return
     if not path.is_dir():
-        raise ValueError(f"--model {name_or_path} is a file: pass the model's folder (config.json, weights, tokenizer)")
+        raise ValueError(f"--model {name_or_path} is a file: pass the model's folder (config.json, weights, "
+                         "tokenizer) or a .gguf file")
     config = path / "config.json"
     if not config.is_file() and (path / "adapter_config.json").is_file():
         config = None  # a peft adapter folder: its base model's config is checked when it loads
