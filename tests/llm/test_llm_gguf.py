@@ -145,6 +145,18 @@ def test_a_new_gguf_file_at_the_same_path_is_converted_again(tmp_path, cache):
     assert not torch.equal(a.model.embed_tokens.weight, b.model.embed_tokens.weight)
 
 
+def test_a_second_writer_of_a_cached_folder_finds_the_first_ones(tmp_path):
+    """Two processes converting the same file: the first rename wins, the second keeps it, no temp left."""
+    from grpo.llm.modeling.model_cache import write_folder
+
+    write_folder(tmp_path / "m", lambda d: (d / "config.json").write_text("first"))
+    write_folder(tmp_path / "m", lambda d: (d / "config.json").write_text("second"))
+    assert (tmp_path / "m" / "config.json").read_text() == "first" and [p.name for p in tmp_path.iterdir()] == ["m"]
+    with pytest.raises(ZeroDivisionError):  # a failed build leaves nothing behind
+        write_folder(tmp_path / "n", lambda d: 1 / 0)
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
 def test_a_missing_gguf_file_is_one_line(tmp_path, capsys):
     assert main(["llm", "eval", "--model", str(tmp_path / "none.gguf")]) == 2
     err = capsys.readouterr().err.strip()
