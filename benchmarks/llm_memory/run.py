@@ -55,7 +55,8 @@ LLAMA_100M = dict(hidden_size=768, intermediate_size=2560, num_hidden_layers=12,
 
 def model_100m_path() -> Path:
     """A ~100M-parameter Llama with the character tokenizer, random init (seed 0), saved once."""
-    from grpo.llm.modeling.tiny import cache_dir, char_tokenizer
+    from grpo.llm.modeling.model_cache import cache_dir
+    from grpo.llm.modeling.tiny import char_tokenizer
 
     path = cache_dir() / "llama-100m-char-random"
     if (path / "config.json").exists():

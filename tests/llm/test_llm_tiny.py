@@ -17,6 +17,7 @@ import pytest
 import grpo.llm.modeling.tiny as tiny
 from grpo.llm.data.tasks import load_rows
 from grpo.llm.evaluation import greedy_accuracy
+from grpo.llm.modeling.model_cache import CACHE_ENV
 from grpo.llm.modeling.models import load_model, load_tokenizer
 
 # Recorded when the shipped weights were built (tiny_info.json says by whom): a rebuild that
@@ -43,7 +44,7 @@ def test_shipped_weights_load_and_start_at_the_recorded_accuracy():
 
 
 def test_default_spec_uses_the_shipped_folder_without_pretraining(tmp_path, monkeypatch):
-    monkeypatch.setenv(tiny.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(tiny, "pretrain", lambda *a, **k: pytest.fail("the default spec must not pretrain"))
     assert tiny.tiny_model_path(log=None) == tiny.SHIPPED
     assert tiny.tiny_model_path(tiny.TinySpec(), log=None) == tiny.SHIPPED
@@ -51,7 +52,7 @@ def test_default_spec_uses_the_shipped_folder_without_pretraining(tmp_path, monk
 
 
 def test_a_custom_spec_is_still_built_and_cached(tmp_path, monkeypatch):
-    monkeypatch.setenv(tiny.CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
     spec = tiny.TinySpec(hidden=16, intermediate=32, max_steps=3, decay_steps=2, batch=4)
     path = tiny.tiny_model_path(spec, log=None)
     assert path.parent == tmp_path and path != tiny.SHIPPED

@@ -30,7 +30,7 @@ class Sampling:
 
 def add_sampling_args(parser: argparse.ArgumentParser) -> None:
     """--model, the sampling flags (as ``grpo llm train`` names them), --greedy, --seed, --device."""
-    parser.add_argument("--model", default=None, help="model folder or hub id (default: the built-in tiny model)")
+    parser.add_argument("--model", default=None, help="model folder, hub id, .gguf file or smollm2-135m-instruct (default: the built-in tiny model)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: 256, or 8 for the tiny model")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold; 1: off")

@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.set_defaults(func=_train)
 
     ev = llm_sub.add_parser("eval", help="greedy accuracy and pass@k of a model on a task")
-    ev.add_argument("--model", default=None, help="model folder or hub id (default: the built-in tiny model)")
+    ev.add_argument("--model", default=None, help="model folder, hub id, .gguf file or smollm2-135m-instruct (default: the built-in tiny model)")
     ev.add_argument("--task", default="addition", help="built-in task, data file or `datasets` name")
     ev.add_argument("--split", default="test", help="split to evaluate (default: test)")
     ev.add_argument("--prompt-column", default="prompt", help="column holding the prompt")

@@ -30,7 +30,8 @@ def _help(text: str, **extra) -> dict:
 class GRPOConfig:
     # --- policy and data ---------------------------------------------------------------------
     model: str | None = field(default=None, metadata=_help(
-        "causal LM: local folder or hub id; none: the built-in tiny model (built and cached on first use)"))
+        "causal LM: local folder, hub id, a .gguf file or a named real model (smollm2-135m-instruct; GGUF files "
+        "are converted once to a model folder and cached); none: the built-in tiny model"))
     task: str = field(default="addition", metadata=_help(
         "built-in task name, a .jsonl/.csv/.parquet file, or a `datasets` name (name:config)"))
     split: str = field(default="train", metadata=_help("split used for training"))

@@ -38,11 +38,11 @@ def build_rewards(cfg: GRPOConfig, device: torch.device) -> RewardSet:
 
 
 def model_path(cfg: GRPOConfig, log: Callable[[str], None] = print) -> str:
-    if cfg.model is not None:
-        return cfg.model
-    from grpo.llm.modeling.tiny import tiny_model_path
+    """The folder (or hub id) of ``cfg.model``: the tiny model, a named model or a GGUF file converted
+    once, or the folder as given (:func:`grpo.llm.modeling.pretrained.resolve_model`)."""
+    from grpo.llm.modeling.pretrained import resolve_model
 
-    return str(tiny_model_path(log=log))
+    return resolve_model(cfg.model, log)
 
 
 def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = print) -> None:
@@ -125,7 +125,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = rt.device
-    with rt.main_first():  # the tiny model is built and cached once
+    with rt.main_first():  # the tiny model is built, a GGUF file converted, once and cached
         path = model_path(cfg, log)
     check_memory(cfg, path, device)  # a batch that cannot fit: refused before anything big loads
     tok = load_tokenizer(path)

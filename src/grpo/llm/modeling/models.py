@@ -1,4 +1,4 @@
-"""Loading a Hugging Face causal LM and its tokenizer, and turning prompts into text.
+"""Loading a Hugging Face causal LM and its tokenizer, and turning prompts into text and token ids.
 
 Any ``AutoModelForCausalLM`` works, from a local folder or a hub id. Tokenizers are set to left
 padding (generation appends on the right) and get a pad token when they have none.
@@ -34,7 +34,8 @@ def check_model_folder(name_or_path: str) -> None:
             raise FileNotFoundError(f"--model {name_or_path}: no such folder (pass a model folder or a hub id)")
         return
     if not path.is_dir():
-        raise ValueError(f"--model {name_or_path} is a file: pass the model's folder (config.json, weights, tokenizer)")
+        raise ValueError(f"--model {name_or_path} is a file: pass the model's folder (config.json, weights, "
+                         "tokenizer) or a .gguf file")
     config = path / "config.json"
     if not config.is_file() and (path / "adapter_config.json").is_file():
         config = None  # a peft adapter folder: its base model's config is checked when it loads
@@ -121,3 +122,25 @@ def prompt_texts(tokenizer: Any, prompts: list[Any]) -> list[str]:
         else:
             raise ValueError(f"a prompt must be a string or a list of chat messages, got {type(p).__name__}")
     return out
+
+
+def bos_prefix(tokenizer: Any) -> list[int]:
+    """The ids a tokenizer puts before a text of its own accord (a Llama-style BOS); [] when none."""
+    plain = tokenizer("a", add_special_tokens=False).input_ids
+    full = tokenizer("a").input_ids
+    for k in range(len(full) - len(plain) + 1):
+        if full[k:k + len(plain)] == plain:
+            return full[:k]
+    return []
+
+
+def encode_texts(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Token ids of prompt texts, with the tokenizer's BOS exactly once and nothing after the text.
+
+    The BOS is added where the tokenizer adds one, unless the text already starts with it: a chat
+    template that writes ``<s>`` or ``<|begin_of_text|>`` as text must not get a second one from
+    ``add_special_tokens`` (which would also append an EOS on tokenizers that add one).
+    """
+    bos = bos_prefix(tokenizer)
+    rows = tokenizer(texts, add_special_tokens=False).input_ids
+    return [r if not bos or r[:len(bos)] == bos else bos + r for r in rows]

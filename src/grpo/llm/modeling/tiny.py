@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,7 +27,8 @@ from typing import Any
 
 import torch
 
-CACHE_ENV = "GRPO_LAB_CACHE"
+from grpo.llm.modeling.model_cache import cache_dir, write_folder
+
 SHIPPED = Path(__file__).with_name("tiny_model")  # the default spec's model, package data
 SPECIALS = ("<pad>", "<eos>", "<unk>")
 CHARS = tuple(chr(c) for c in range(32, 127)) + ("\n",)
@@ -55,10 +54,6 @@ class TinySpec:
 
     def key(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "grpo-lab")
 
 
 def char_tokenizer() -> Any:
@@ -198,20 +193,12 @@ def tiny_model_path(spec: TinySpec | None = None, log: Any = print) -> Path:
 
 def save_tiny(path: Path, model: Any, tok: Any, info: dict) -> None:
     """Write a model folder atomically: a concurrent builder either wins or finds the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=path.parent))
-    try:
+    def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        info = {**info, "weights_sha256": weights_sha256(tmp)}
-        (tmp / "tiny_info.json").write_text(json.dumps(info, indent=2) + "\n")
-        os.replace(tmp, path)
-    except OSError:
-        if not (path / "config.json").exists():
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "tiny_info.json").write_text(json.dumps({**info, "weights_sha256": weights_sha256(tmp)}, indent=2) + "\n")
+
+    write_folder(path, fill)
 
 
 def weights_sha256(folder: str | Path) -> str:

@@ -16,6 +16,7 @@ from torch import Tensor
 from grpo.core import Registry
 from grpo.llm.modeling.hf import cache_kwargs, cache_of, inner_model, position_ids_of
 from grpo.llm.modeling.logprobs import filter_logits
+from grpo.llm.modeling.models import encode_texts
 from grpo.llm.rollout.seeding import sample_from, sample_keys, uniforms
 
 # Generation engines, chosen by name; all share the signature of :func:`generate_cached`.
@@ -78,8 +79,10 @@ def completion_mask(completion_ids: Tensor, eos_ids: list[int]) -> tuple[Tensor,
 
 
 def eos_ids_of(tokenizer: Any, model: Any) -> list[int]:
-    ids = getattr(model.generation_config, "eos_token_id", None)
-    ids = ids if isinstance(ids, list) else [ids] if ids is not None else []
+    """Every token id that ends a completion: the generation config's (one or a list, e.g. Qwen's
+    ``<|im_end|>`` and ``<|endoftext|>``), then the tokenizer's EOS if not among them."""
+    ids = getattr(getattr(inner_model(model), "generation_config", None), "eos_token_id", None)
+    ids = list(ids) if isinstance(ids, (list, tuple)) else [ids] if ids is not None else []
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
@@ -87,9 +90,16 @@ def eos_ids_of(tokenizer: Any, model: Any) -> list[int]:
 
 def encode_prompts(tokenizer: Any, texts: list[str], device: torch.device, max_context: int | None,
                    max_new_tokens: int) -> tuple[Tensor, Tensor]:
-    """Left-padded prompt ids and mask [B, P]; ValueError when a prompt leaves no room to answer."""
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    ids, mask = enc.input_ids.to(device), enc.attention_mask.to(device)
+    """Left-padded prompt ids and mask [B, P] (BOS once: :func:`encode_texts`); ValueError when a prompt
+    leaves no room to answer."""
+    rows = encode_texts(tokenizer, texts)
+    P = max(map(len, rows))
+    ids = torch.full((len(rows), P), tokenizer.pad_token_id, dtype=torch.long)  # [B, P]
+    mask = torch.zeros((len(rows), P), dtype=torch.long)  # [B, P]
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, P - len(r):], mask[i, P - len(r):] = torch.tensor(r), 1
+    ids, mask = ids.to(device), mask.to(device)
     longest = int(mask.sum(-1).max())
     if max_context is not None and longest + max_new_tokens > max_context:
         raise ValueError(f"a prompt of {longest} tokens plus max_new_tokens={max_new_tokens} exceeds the "
@@ -99,9 +109,13 @@ def encode_prompts(tokenizer: Any, texts: list[str], device: torch.device, max_c
 
 def finish_rollout(tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor, eos: list[int],
                    group_size: int) -> Rollout:
-    """The Rollout of sampled ``completion_ids`` [N, C] for prompts [B, P] (each repeated G times)."""
+    """The Rollout of sampled ``completion_ids`` [N, C] for prompts [B, P] (each repeated G times).
+
+    The mask keeps the EOS that ended a completion (its probability is trained too) and nothing after
+    it; the text stops before that EOS, whether or not the tokenizer calls it special."""
     mask, truncated = completion_mask(completion_ids, eos)
-    texts = tokenizer.batch_decode(completion_ids.masked_fill(mask == 0, tokenizer.pad_token_id),
+    text_lengths = (mask.sum(-1) - (~truncated).long()).tolist()  # [N] tokens before the EOS
+    texts = tokenizer.batch_decode([row[:n] for row, n in zip(completion_ids.tolist(), text_lengths)],
                                    skip_special_tokens=True)
     return Rollout(prompt_ids.repeat_interleave(group_size, 0), prompt_mask.repeat_interleave(group_size, 0),
                    completion_ids, mask, truncated, texts)
