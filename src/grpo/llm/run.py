@@ -14,6 +14,7 @@ from grpo.llm.bounds import check_memory
 from grpo.llm.infra.checkpoint import load_trainer_state, prepare_run_dir, save_checkpoint, save_model
 from grpo.llm.config import GRPOConfig
 from grpo.llm.infra.distributed import Runtime, make_runtime
+from grpo.llm.data.heldout import eval_set
 from grpo.llm.data.tasks import default_rewards, load_rows
 from grpo.llm.evaluation import greedy_accuracy
 from grpo.llm.modeling.models import frozen_copy, load_model, load_tokenizer
@@ -119,7 +120,10 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     check_memory(cfg, path, device)  # a batch that cannot fit: refused before anything big loads
     tok = load_tokenizer(path)
     rows = load_rows(cfg.task, cfg.split, cfg.prompt_column)
-    eval_rows = load_rows(cfg.task, cfg.eval_split, cfg.prompt_column, cfg.eval_limit) if cfg.eval_split else None
+    # never the training rows: the eval split, --eval-task, or a slice held out of `rows` (data/heldout.py)
+    evalset, rows = eval_set(cfg.task, cfg.eval_split, split=cfg.split, rows=rows, eval_task=cfg.eval_task,
+                             holdout=cfg.eval_holdout, prompt_column=cfg.prompt_column, limit=cfg.eval_limit)
+    eval_rows = evalset.rows
     rewards = build_rewards(cfg, device)
     policy = load_policy(cfg, path, resume_from, device)  # with its adapter when --adapter
     if cfg.gradient_checkpointing:
@@ -141,6 +145,9 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     state = load_trainer_state(resume_from, trainer.opt) if resume_from else {}
     start = int(state.get("step", 0))
     check = rewards.fns.get(rewards.accuracy_name) if rewards.accuracy_name else None
+    eval_source = evalset.source if check else "none: no reward checks answers (exact, numeric, math)"
+    if eval_rows is None or check is None:
+        log(f"evaluation: {eval_source}")
 
     def evaluate() -> float | None:
         # The main process only, unless forward passes are collective (FSDP): then all, on the same rows.
@@ -151,7 +158,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
 
     before = state.get("accuracy_before") if resume_from else evaluate()
     if before is not None:
-        log(f"greedy accuracy before: {before:.1%} ({len(eval_rows)} {cfg.eval_split} prompts)")
+        log(f"greedy accuracy before: {before:.1%} on {eval_source}")
     if rt.is_main:
         write_json(out / "run_config.json", {**to_dict(cfg), "model_path": path, "world_size": rt.world_size})
     runlog = RunLog(out, cfg.tensorboard, start, cfg.report_to, to_dict(cfg)) if rt.is_main else _NoLog()
@@ -192,6 +199,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     if not rt.is_main:
         return {}
     summary = {"model": path, "steps": cfg.steps, "accuracy_before": before, "accuracy_after": after,
+               "eval_source": eval_source, "eval_prompts": len(eval_rows) if eval_rows and check else 0,
                "train_seconds": round(train_s, 2), "seconds_per_step": round(train_s / max(cfg.steps - start, 1), 4),
                "peak_rss_mb": round(peak, 1), "final_model": str(out / "final"), "world_size": rt.world_size,
                "replicas_in_sync": in_sync,
