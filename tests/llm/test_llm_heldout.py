@@ -158,6 +158,10 @@ def test_eval_cli_scores_the_same_slice(tiny_path, tmp_path, monkeypatch, capsys
     assert "on held-out slice of 8 rows" in capsys.readouterr().out
     assert main(base) == 0  # no --holdout: the file is what the user asked to evaluate, whole
     assert len(scored[-1]) == 40 and "(the whole file)" in capsys.readouterr().out
+    _write(tmp_path / "folder" / "train.jsonl", _rows(10, 20))  # no test file, no --holdout: refused in one line
+    assert main([*base[:5], str(tmp_path / "folder"), *base[6:]]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to evaluate" in err and "--holdout 0.1" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("bad", ["-0.1", "2.5"])

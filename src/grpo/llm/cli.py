@@ -81,6 +81,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.samples < 1:
         raise ValueError("--samples must be >= 1")
+    if args.holdout is not None and not (0 <= args.holdout < 1 or args.holdout == int(args.holdout)):
+        raise ValueError(f"--holdout {args.holdout:g}: give a share below 1 or a whole number of rows")
     if args.threads:
         import torch
 
@@ -100,7 +102,8 @@ def _eval(args: argparse.Namespace) -> int:
         evalset, _ = eval_set(args.task, args.split, holdout=args.holdout or 0.0, prompt_column=args.prompt_column,
                               limit=args.limit)
         if evalset.rows is None:
-            raise ValueError(f"nothing to evaluate: {evalset.source.removeprefix('none: ')}")
+            why = evalset.source.removeprefix("none: ").replace("--eval-holdout", "--holdout")  # this command's flag
+            raise ValueError(f"nothing to evaluate: {why}")
         rows, source = evalset.rows, evalset.source
     greedy = correct_counts(model, tok, rows, 1, max_new, check, greedy=True)
     print(f"{path} on {source}: greedy accuracy {sum(greedy) / len(rows):.1%}")
