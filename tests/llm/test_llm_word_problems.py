@@ -25,8 +25,6 @@ def _solve(text: str) -> int:
         return n[0] * n[1] + n[2]
     if "and then gives" in text:
         return n[0] + n[1] - n[2]
-    if "more" in text and "than" in text:
-        return n[0] + n[0] + n[1]
     if "in each" in text:
         return n[0] * n[1]
     if "gave" in text:

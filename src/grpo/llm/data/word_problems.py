@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from grpo.llm.data.sources import SplitNotFound
 
-SYSTEM = "Solve the math problem. Finish with: The answer is N."
+SYSTEM = "Solve the math problem in one or two short sentences. End with: The answer is N."
 TRAIN_SIZE, TEST_SIZE = 5000, 500
 TRAIN_SEED, TEST_SEED = 20_261_202, 7_919
 
@@ -61,12 +61,12 @@ def _mul_add(r: random.Random, n: str, m: str, o: str, c: str) -> Problem:
             f"How many {o} does {n} have now?", a * b + d)
 
 
-def _two_people(r: random.Random, n: str, m: str, o: str, c: str) -> Problem:
-    a, b = r.randint(3, 15), r.randint(2, 9)
-    return f"{n} has {a} {o}. {m} has {b} more {o} than {n}. How many {o} do they have together?", a + (a + b)
+def _together(r: random.Random, n: str, m: str, o: str, c: str) -> Problem:
+    a, b = r.randint(2, 20), r.randint(2, 20)
+    return f"{n} has {a} {o} and {m} has {b} {o}. How many {o} do they have together?", a + b
 
 
-TEMPLATES: list[Callable[..., Problem]] = [_add, _sub, _mul, _div, _add_sub, _mul_add, _two_people]
+TEMPLATES: list[Callable[..., Problem]] = [_add, _sub, _mul, _div, _add_sub, _mul_add, _together]
 
 
 def _problems(seed: int, size: int, exclude: set[str]) -> list[Problem]:
