@@ -223,7 +223,7 @@ def test_cli_trains_with_reward_code(tiny_path, tmp_path, capsys):
                             for i in range(4)))
     out = tmp_path / "run"
     assert main(["llm", "train", "--model", str(tiny_path), "--out", str(out), "--task", str(task), "--split",
-                 "train", "--eval-split", "train", "--reward", "code", "--steps", "2", "--prompts-per-step", "2",
+                 "train", "--eval-holdout", "2", "--reward", "code", "--steps", "2", "--prompts-per-step", "2",
                  "--group-size", "2", "--max-new-tokens", "4", "--eval-limit", "2", "--progress", "false",
                  "--tensorboard", "false", "--threads", "1"]) == 0
     assert "greedy accuracy before: 0.0%" in capsys.readouterr().out  # scored by the code reward

@@ -25,7 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev = llm_sub.add_parser("eval", help="greedy accuracy and pass@k of a model on a task")
     ev.add_argument("--model", default=None, help="model folder, hub id, .gguf file or smollm2-135m-instruct (default: the built-in tiny model)")
     ev.add_argument("--task", default="addition", help="built-in task, data file or `datasets` name")
-    ev.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    ev.add_argument("--split", default="test", help="split to evaluate (default: test; a single file: all of it)")
+    ev.add_argument("--holdout", type=float, default=None,
+                    help="a task without that split (a single file, ...): evaluate the slice `grpo llm train "
+                         "--eval-holdout` (same value) held out of its train split; default: a file is evaluated whole")
     ev.add_argument("--prompt-column", default="prompt", help="column holding the prompt")
     ev.add_argument("--reward", default=None, help="answer check (exact, numeric, math, or MODULE:FUNCTION); default: the task's")
     ev.add_argument("--samples", type=int, default=1, help="K samples per prompt for pass@k (default: 1)")
@@ -67,6 +70,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from grpo.llm.config import TINY_MAX_NEW_TOKENS
+    from grpo.llm.data.heldout import eval_set
+    from grpo.llm.data.sources import is_single_file
     from grpo.llm.data.tasks import default_rewards, load_rows
     from grpo.llm.evaluation import correct_counts, pass_at_k
     from grpo.llm.modeling.models import load_model, load_tokenizer, pick_device
@@ -76,6 +81,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     if args.samples < 1:
         raise ValueError("--samples must be >= 1")
+    if args.holdout is not None and not (0 <= args.holdout < 1 or args.holdout == int(args.holdout)):
+        raise ValueError(f"--holdout {args.holdout:g}: give a share below 1 or a whole number of rows")
     if args.threads:
         import torch
 
@@ -88,9 +95,18 @@ def _eval(args: argparse.Namespace) -> int:
     max_new = args.max_new_tokens or (TINY_MAX_NEW_TOKENS if args.model is None else 256)
     device = pick_device(args.device)
     model, tok = load_model(path, device=device), load_tokenizer(path)
-    rows = load_rows(args.task, args.split, args.prompt_column, args.limit)
+    if args.holdout is None and is_single_file(args.task):
+        rows = load_rows(args.task, args.split, args.prompt_column, args.limit)
+        source = f"{len(rows)} prompts of {args.task} (the whole file)"
+    else:  # the same choice as training's: the split, else the held-out slice
+        evalset, _ = eval_set(args.task, args.split, holdout=args.holdout or 0.0, prompt_column=args.prompt_column,
+                              limit=args.limit)
+        if evalset.rows is None:
+            why = evalset.source.removeprefix("none: ").replace("--eval-holdout", "--holdout")  # this command's flag
+            raise ValueError(f"nothing to evaluate: {why}")
+        rows, source = evalset.rows, evalset.source
     greedy = correct_counts(model, tok, rows, 1, max_new, check, greedy=True)
-    print(f"{path} on {args.task}/{args.split} ({len(rows)} prompts): greedy accuracy {sum(greedy) / len(rows):.1%}")
+    print(f"{path} on {source}: greedy accuracy {sum(greedy) / len(rows):.1%}")
     if args.samples > 1:
         counts = correct_counts(model, tok, rows, args.samples, max_new, check, temperature=args.temperature)
         ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, args.samples) if k <= args.samples})

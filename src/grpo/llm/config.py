@@ -33,10 +33,18 @@ class GRPOConfig:
         "causal LM: local folder, hub id, a .gguf file or a named real model (smollm2-135m-instruct; GGUF files "
         "are converted once to a model folder and cached); none: the built-in tiny model"))
     task: str = field(default="addition", metadata=_help(
-        "built-in task name, a .jsonl/.csv/.parquet file, or a `datasets` name (name:config)"))
-    split: str = field(default="train", metadata=_help("split used for training"))
+        "built-in task (addition, word-problems), a .jsonl/.csv/.parquet file, a folder of split files "
+        "(train.jsonl, test.csv, ...), a `datasets` name (name:config), or data files with splits "
+        "(json:train=a.jsonl,test=b.jsonl)"))
+    split: str = field(default="train", metadata=_help("split used for training (a single file: all of it)"))
     eval_split: str | None = field(default="test", metadata=_help(
         "split for greedy accuracy before/after training and every eval_every steps; none: skip"))
+    eval_task: str | None = field(default=None, metadata=_help(
+        "held-out prompts from another source (a file, folder, built-in task or `datasets` name; its "
+        "eval_split); none: the task's eval_split, else a held-out slice (eval_holdout)"))
+    eval_holdout: float = field(default=0.1, metadata=_help(
+        "a task with no eval_split (a single file, ...): hold out this share of its rows (< 1) or this "
+        "many rows (>= 1) for evaluation, never trained on; 0: no evaluation"))
     eval_limit: int = field(default=200, metadata=_help("evaluate on at most this many prompts"))
     prompt_column: str = field(default="prompt", metadata=_help("column holding the prompt"))
     reward: list[str] | None = field(default=None, metadata=_help(
@@ -193,6 +201,7 @@ class GRPOConfig:
             "log_every": self.log_every >= 1, "samples_every": self.samples_every >= 1,
             "eval_every": self.eval_every >= 0, "save_every": self.save_every >= 0,
             "keep_checkpoints": self.keep_checkpoints >= 1, "eval_limit": self.eval_limit >= 1,
+            "eval_holdout": self.eval_holdout >= 0 and (self.eval_holdout < 1 or self.eval_holdout == int(self.eval_holdout)),
             "loss_constant": self.loss_constant is None or self.loss_constant > 0,
             "max_grad_norm": self.max_grad_norm is None or self.max_grad_norm > 0,
             "threads": self.threads is None or self.threads >= 1,

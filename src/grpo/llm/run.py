@@ -14,6 +14,7 @@ from grpo.llm.bounds import check_memory
 from grpo.llm.infra.checkpoint import load_trainer_state, prepare_run_dir, save_checkpoint, save_model
 from grpo.llm.config import GRPOConfig
 from grpo.llm.infra.distributed import Runtime, make_runtime
+from grpo.llm.data.heldout import eval_set
 from grpo.llm.data.tasks import default_rewards, load_rows
 from grpo.llm.evaluation import greedy_accuracy
 from grpo.llm.modeling.models import frozen_copy, load_model, load_tokenizer
@@ -131,8 +132,11 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     tok = load_tokenizer(path)
     # Multi-turn (--env): episodes of the environment instead of prompt rows scored by rewards.
     rows = [] if cfg.env else load_rows(cfg.task, cfg.split, cfg.prompt_column)
-    eval_rows = None if cfg.env or not cfg.eval_split else \
-        load_rows(cfg.task, cfg.eval_split, cfg.prompt_column, cfg.eval_limit)
+    evalset = None
+    if not cfg.env:  # never the training rows: the eval split, --eval-task, or a slice held out of `rows`
+        evalset, rows = eval_set(cfg.task, cfg.eval_split, split=cfg.split, rows=rows, eval_task=cfg.eval_task,
+                                 holdout=cfg.eval_holdout, prompt_column=cfg.prompt_column, limit=cfg.eval_limit)
+    eval_rows = evalset.rows if evalset else None
     rewards = None if cfg.env else build_rewards(cfg, device)
     policy = load_policy(cfg, path, resume_from, device)  # with its adapter when --adapter
     if cfg.gradient_checkpointing:
@@ -155,6 +159,12 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     start = int(state.get("step", 0))
     check = rewards.fns.get(rewards.accuracy_name) if rewards and rewards.accuracy_name else None
     records = getattr(trainer, "sample_records", sample_records)  # whole transcripts for --env
+    if cfg.env:
+        eval_source = f"episodes of {cfg.env} (env/ metrics)"
+    else:
+        eval_source = evalset.source if check else "none: no reward checks answers (exact, numeric, math)"
+        if eval_rows is None or check is None:
+            log(f"evaluation: {eval_source}")
 
     def evaluate_env() -> dict[str, float] | None:
         if not (cfg.env and cfg.env_eval_episodes and rt.is_main):
@@ -171,7 +181,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
 
     before = state.get("accuracy_before") if resume_from else evaluate()
     if before is not None:
-        log(f"greedy accuracy before: {before:.1%} ({len(eval_rows)} {cfg.eval_split} prompts)")
+        log(f"greedy accuracy before: {before:.1%} on {eval_source}")
     env_before = state.get("env_eval_before") if resume_from else evaluate_env()
     if env_before is not None:
         log(f"env episodes before: {_env_line(env_before)}")
@@ -222,6 +232,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     if not rt.is_main:
         return {}
     summary = {"model": path, "steps": cfg.steps, "accuracy_before": before, "accuracy_after": after,
+               "eval_source": eval_source, "eval_prompts": len(eval_rows) if eval_rows and check else 0,
                "train_seconds": round(train_s, 2), "seconds_per_step": round(train_s / max(cfg.steps - start, 1), 4),
                "peak_rss_mb": round(peak, 1), "final_model": str(out / "final"), "world_size": rt.world_size,
                "replicas_in_sync": in_sync, **({"env_eval_before": env_before, "env_eval_after": env_after}

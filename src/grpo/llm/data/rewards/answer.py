@@ -10,12 +10,33 @@ from grpo.llm.data.rewards.base import register
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S)
+# "The answer is 12", "Answer: $12", "#### 12", "\\boxed{12}": a number right after such a marker
+_MARKER = re.compile(r"answer\s*(?:is|was|=)?\s*:?|####|\\boxed\{", re.I)
+_LEADING_NUMBER = re.compile(r"[\s*$\\(]*(-?\d[\d,]*(?:\.\d+)?)")
+_OPERATOR_NEXT = re.compile(r"\s*[-+*/×÷=]")
 
 
 def _final_text(completion: str) -> str:
     """The part holding the answer: inside ``<answer>...</answer>`` when present."""
     m = _ANSWER_TAG.search(completion)
     return m.group(1) if m else completion
+
+
+def final_number(text: str) -> str | None:
+    """The answer's number: the last one right after an answer marker ("answer is", "Answer:", "####",
+    ``\\boxed{``) that does not start a sum ("answer: 5 + 7 = 12" reads on), else the last number.
+
+    >>> final_number("The answer is 12. Tom had 5 apples."), final_number("5 + 7 = 12 apples")
+    ('12', '12')
+    >>> final_number("**Answer:** $1,200"), final_number("Answer: 5 + 7 = 12"), final_number("none")
+    ('1,200', '12', None)
+    """
+    for marker in reversed(list(_MARKER.finditer(text))):
+        number = _LEADING_NUMBER.match(text, marker.end())
+        if number and not _OPERATOR_NEXT.match(text, number.end()):
+            return number.group(1)
+    found = _NUMBER.findall(text)
+    return found[-1] if found else None
 
 
 def _gold_text(answer: Any) -> str:
@@ -45,18 +66,21 @@ def exact_answer(prompts: list[str], completions: list[str], answer: list[Any], 
 
 @register("numeric", accuracy=True, columns=("answer",))
 def numeric_answer(prompts: list[str], completions: list[str], answer: list[Any], **_: Any) -> list[float | None]:
-    """1.0 when the last number in the completion equals the gold number (commas ignored).
+    """1.0 when the completion's final number (:func:`final_number`: after "the answer is" and the
+    like, else the last one) equals the gold number (commas ignored, ``12.0`` equals ``12``).
 
     >>> numeric_answer(["q"], ["so the total is 1,234."], answer=["1234"])
     [1.0]
+    >>> numeric_answer(["q"] * 3, ["The answer is 12. (5 + 7)", "$12.0", "12.5"], answer=["12"] * 3)
+    [1.0, 1.0, 0.0]
     >>> numeric_answer(["q"], ["no number"], answer=["7"]), numeric_answer(["q"], ["7"], answer=["n/a"])
     ([0.0], [None])
     """
     out: list[float | None] = []
     for c, a in zip(completions, answer):
         gold = _to_number(_gold_text(a))
-        found = _NUMBER.findall(_final_text(c))
-        pred = _to_number(found[-1]) if found else None
+        found = final_number(_final_text(c))
+        pred = _to_number(found) if found else None
         out.append(None if gold is None else float(pred is not None and abs(pred - gold) < 1e-9))
     return out
 
