@@ -21,7 +21,8 @@ import torch
 from safetensors.torch import load_file
 
 from grpo.llm.config import GRPOConfig
-from grpo.llm.infra.distributed import Runtime, launch_command
+from grpo.llm.infra.distributed import Runtime
+from grpo.llm.infra.launch import launch_command
 from grpo.llm.rollout.generation import encode_prompts, generate
 from grpo.llm.data.rewards import RewardSet
 from grpo.llm.run import check_scale_out, train

@@ -64,13 +64,15 @@ def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = p
     if getattr(rt, "deepspeed", False) and cfg.micro_batch:
         raise ValueError("DeepSpeed runs one backward per step here: leave micro_batch unset "
                          "(use --gradient-checkpointing or ZeRO offload to save memory)")
-    if rt.collective_forward or getattr(rt, "deepspeed", False):
-        if cfg.save_every or cfg.resume:
-            raise ValueError("checkpoints and --resume under FSDP/DeepSpeed are not supported yet (the final model is "
-                             "saved); use DDP for resumable runs")
-    if rt.collective_forward and cfg.generation == "cached":
+    if getattr(rt, "deepspeed", False) and (cfg.save_every or cfg.resume):
+        raise ValueError("checkpoints and --resume under DeepSpeed are not supported yet (the final model is "
+                         "saved); use DDP or FSDP2 for resumable runs")
+    if getattr(rt, "fsdp", False) and cfg.ref_reset_every:
+        raise ValueError("--ref-reset-every under FSDP is not supported yet (the reference would need the gathered "
+                         "policy every reset); use DDP, or leave it at 0")
+    if rt.collective_forward and not getattr(rt, "fsdp", False) and cfg.generation == "cached":
         # Forward passes are collective: ranks must step together (transformers' synced generation).
-        log("FSDP/ZeRO-3: sampling with --generation hf (synchronised across processes)")
+        log("ZeRO-3: sampling with --generation hf (synchronised across processes)")
         cfg.generation = "hf"
 
 
@@ -138,7 +140,8 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     trainer = build_trainer(cfg, policy, tok, rows, rewards, ref, resume_from, opt, rt)
     # Read before a resumed optimizer state brings back the last step's (scheduled) rates.
     base_lrs = [group["lr"] for group in trainer.opt.param_groups]
-    state = load_trainer_state(resume_from, trainer.opt) if resume_from else {}
+    state = load_trainer_state(resume_from, trainer.opt, lambda sd: rt.load_optimizer_state(policy, trainer.opt, sd)
+                               ) if resume_from else {}
     start = int(state.get("step", 0))
     check = rewards.fns.get(rewards.accuracy_name) if rewards.accuracy_name else None
 
@@ -152,6 +155,8 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     before = state.get("accuracy_before") if resume_from else evaluate()
     if before is not None:
         log(f"greedy accuracy before: {before:.1%} ({len(eval_rows)} {cfg.eval_split} prompts)")
+    layout = rt.describe(policy)  # the strategy in force: {"distributed": "FSDP2", "processes": 2, ...}
+    log("distributed: " + ", ".join(f"{k} {v}" for k, v in layout.items() if k != "distributed") + f" ({layout['distributed']})")
     if rt.is_main:
         write_json(out / "run_config.json", {**to_dict(cfg), "model_path": path, "world_size": rt.world_size})
     runlog = RunLog(out, cfg.tensorboard, start, cfg.report_to, to_dict(cfg)) if rt.is_main else _NoLog()
@@ -173,9 +178,11 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
                 runlog.log_samples(sample_records(groups, step, cfg.log_samples))
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(reward=f"{metrics['reward/total/mean']:.3f}", kl=f"{metrics.get('kl/ref', 0):.4f}")
-            if cfg.save_every and (step + 1) % cfg.save_every == 0 and rt.is_main:
-                save_checkpoint(out, step + 1, rt.savable(policy), tok, trainer.opt, {"accuracy_before": before},
-                                keep_ref, cfg.keep_checkpoints, trainer.checkpoint_modules())
+            if cfg.save_every and (step + 1) % cfg.save_every == 0:  # gathering is collective under FSDP
+                whole, opt_state = rt.savable(policy), rt.optimizer_state(policy, trainer.opt)
+                if rt.is_main:
+                    save_checkpoint(out, step + 1, whole, tok, opt_state, {"accuracy_before": before},
+                                    keep_ref, cfg.keep_checkpoints, trainer.checkpoint_modules())
     finally:
         runlog.close()
     train_s = time.perf_counter() - t_train
@@ -194,7 +201,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     summary = {"model": path, "steps": cfg.steps, "accuracy_before": before, "accuracy_after": after,
                "train_seconds": round(train_s, 2), "seconds_per_step": round(train_s / max(cfg.steps - start, 1), 4),
                "peak_rss_mb": round(peak, 1), "final_model": str(out / "final"), "world_size": rt.world_size,
-               "replicas_in_sync": in_sync,
+               "replicas_in_sync": in_sync, **layout,
                "trainable_parameters": sum(p.numel() for p in policy.parameters() if p.requires_grad)}
     write_json(out / "summary.json", summary)
     return summary

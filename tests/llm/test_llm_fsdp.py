@@ -1,0 +1,129 @@
+"""FSDP2 executed: two CPU processes (gloo) shard the model and give the one-process result.
+
+``accelerate launch --config_file examples/accelerate/fsdp.yaml`` on CPU processes: accelerate offers
+FSDP on accelerators only, so grpo applies ``fully_shard`` itself (:mod:`grpo.llm.infra.fsdp`). Each
+two-process launch costs ~30-60 s on two busy cores: one equality run stays in the default suite,
+the kill-and-resume and LoRA runs are slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from grpo.llm.config import GRPOConfig
+from grpo.llm.infra.checkpoint import list_checkpoints
+from grpo.llm.infra.fsdp import requested_strategy
+from grpo.llm.infra.launch import launch_command
+from grpo.llm.run import train
+from grpo.utils.io import read_jsonl
+
+REPO = Path(__file__).resolve().parents[2]
+FSDP_YAML = str(REPO / "examples" / "accelerate" / "fsdp.yaml")
+DIE_AT_CALL = REPO / "tests" / "die_at_call.py"
+OPTS = {"steps": 3, "prompts_per_step": 4, "group_size": 4, "micro_batch": 2, "mu": 2, "max_new_tokens": 4,
+        "aggregation": "token-mean", "reward_scale": "batch", "eval_split": None, "tensorboard": False,
+        "threads": 1, "device": "cpu", "seed": 5, "mixed_precision": "no"}
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def _flags(opts: dict) -> list[str]:
+    return [f"--{k.replace('_', '-')}={'none' if v is None else v}" for k, v in opts.items()]
+
+
+def _launch(tmp_path: Path, out: Path, opts: dict, *prefix: str) -> subprocess.CompletedProcess:
+    """Two FSDP2 processes running ``grpo llm train`` (or ``prefix`` + its arguments, e.g. die_at_call)."""
+    cmd = launch_command(2, FSDP_YAML, "no", [])[:-2]  # without "-m grpo"
+    cmd += [*prefix, "llm", "train"] if prefix else ["-m", "grpo", "llm", "train"]
+    return subprocess.run(cmd + ["--out", str(out), *_flags(opts)], capture_output=True, text=True, env=_env(),
+                          timeout=600, cwd=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def one_process(tiny_path, tmp_path_factory):
+    """The reference: the same run in one process (no checkpoints)."""
+    out = tmp_path_factory.mktemp("one") / "run"
+    train(GRPOConfig(**OPTS, model=str(tiny_path), out=str(out), progress=False), log=lambda *_: None)
+    return out
+
+
+def _assert_same_weights(a_dir: Path, b_dir: Path, name: str = "model.safetensors") -> None:
+    a, b = load_file(a_dir / name), load_file(b_dir / name)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=5e-6, rtol=1e-4, msg=key)
+
+
+def test_fsdp2_on_two_gloo_processes_equals_one_process(tiny_path, tmp_path, one_process):
+    """Sharded for real (parameters per process about half, summary says FSDP2), gathered final model and
+    per-step metrics equal to one process with the same seed and global batch."""
+    proc = _launch(tmp_path, tmp_path / "two", {**OPTS, "model": str(tiny_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    total = summary["trainable_parameters"]
+    assert summary["distributed"] == "FSDP2" and summary["processes"] == 2
+    assert total / 2 <= summary["parameters_per_process"] < total / 2 + 1000  # dim-0 shards, a little padding
+    assert "(FSDP2)" in proc.stdout
+    _assert_same_weights(one_process / "final", tmp_path / "two" / "final")
+    m1, m2 = read_jsonl(one_process / "metrics.jsonl"), read_jsonl(tmp_path / "two" / "metrics.jsonl")
+    assert [m["step"] for m in m2] == [0, 1, 2]
+    for x, y in zip(m1, m2):  # same samples (keyed), same gradients (norm before clipping)
+        for key in ("reward/total/mean", "completions/mean_length", "policy/grad_norm", "loss/policy", "kl/ref"):
+            assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_fsdp2_sigkill_then_resume_equals_uninterrupted(tiny_path, tmp_path, one_process):
+    """Rank 0 is SIGKILLed as it begins writing the second checkpoint; the launcher stops rank 1; --resume
+    continues from checkpoint-000001 (gathered full model + optimizer state, loaded back into the shards)."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    opts = {**OPTS, "model": str(tiny_path), "save_every": 1}
+    died = _launch(tmp_path, out, opts, str(DIE_AT_CALL), "grpo.llm.run:save_checkpoint", "2")
+    assert died.returncode != 0
+    assert [c.name for c in list_checkpoints(out)] == ["checkpoint-000001"]
+    state = torch.load(out / "checkpoint-000001" / "optimizer.pt", weights_only=True)
+    assert state["state"] and all(isinstance(k, str) for k in state["state"])  # full tensors by parameter name
+    resumed = _launch(tmp_path, out, {**opts, "resume": True})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [m["step"] for m in read_jsonl(out / "metrics.jsonl")] == [0, 1, 2]
+    _assert_same_weights(one_process / "final", out / "final")
+    model = AutoModelForCausalLM.from_pretrained(out / "final")  # a normal folder, one process
+    ref = load_file(one_process / "final" / "model.safetensors")
+    got = model.state_dict()
+    for key, value in ref.items():
+        torch.testing.assert_close(got[key], value, atol=5e-6, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_fsdp2_lora_with_adapters_off_reference_equals_one_process(tiny_path, tmp_path):
+    """LoRA adapters sharded with the frozen base; the reference is the same module with adapters off."""
+    opts = {**OPTS, "model": str(tiny_path), "adapter": "lora", "lora_r": 4, "beta": 0.1}
+    train(GRPOConfig(**opts, out=str(tmp_path / "one"), progress=False), log=lambda *_: None)
+    proc = _launch(tmp_path, tmp_path / "two", opts)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert summary["distributed"] == "FSDP2"
+    _assert_same_weights(tmp_path / "one" / "final", tmp_path / "two" / "final", "adapter_model.safetensors")
+    m1, m2 = read_jsonl(tmp_path / "one" / "metrics.jsonl"), read_jsonl(tmp_path / "two" / "metrics.jsonl")
+    for x, y in zip(m1, m2):
+        assert y["kl/ref"] == pytest.approx(x["kl/ref"], rel=1e-4, abs=1e-7)
+
+
+def test_requested_strategy_is_read_from_the_launch_environment():
+    assert requested_strategy({}) is None
+    assert requested_strategy({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}) == "FSDP2"
+    assert requested_strategy({"ACCELERATE_USE_FSDP": "true"}) == "FSDP1"
+    assert requested_strategy({"ACCELERATE_USE_DEEPSPEED": "true"}) == "DeepSpeed"
