@@ -74,7 +74,11 @@ def test_fsdp2_on_two_gloo_processes_equals_one_process(tiny_path, tmp_path, one
     total = summary["trainable_parameters"]
     assert summary["distributed"] == "FSDP2" and summary["processes"] == 2
     assert total / 2 <= summary["parameters_per_process"] < total / 2 + 1000  # dim-0 shards, a little padding
-    assert "(FSDP2)" in proc.stdout
+    assert proc.stdout.count("distributed: FSDP2, 2 process(es)") == 1  # the start-up log, once
+    state = summary["state_mb_per_process"]  # rank 0's shards: about half of every kind of state
+    assert state["gradients"] == pytest.approx(state["parameters"]) and state["optimizer"] == pytest.approx(
+        2 * state["parameters"])
+    assert state["parameters"] == pytest.approx(total * 4 / 2**20 / 2, rel=0.01)
     _assert_same_weights(one_process / "final", tmp_path / "two" / "final")
     m1, m2 = read_jsonl(one_process / "metrics.jsonl"), read_jsonl(tmp_path / "two" / "metrics.jsonl")
     assert [m["step"] for m in m2] == [0, 1, 2]
@@ -127,3 +131,37 @@ def test_requested_strategy_is_read_from_the_launch_environment():
     assert requested_strategy({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}) == "FSDP2"
     assert requested_strategy({"ACCELERATE_USE_FSDP": "true"}) == "FSDP1"
     assert requested_strategy({"ACCELERATE_USE_DEEPSPEED": "true"}) == "DeepSpeed"
+
+
+def test_a_strategy_that_cannot_run_is_refused_once_before_processes_start(tmp_path, capsys):
+    from grpo.cli import main
+
+    zero2 = str(REPO / "examples" / "accelerate" / "deepspeed_zero2.yaml")
+    assert main(["llm", "train", "--num-processes", "2", "--device", "cpu", "--accelerate-config", zero2,
+                 "--out", str(tmp_path / "ds")]) == 2
+    err = capsys.readouterr().err
+    assert "DeepSpeed does not run on CPU processes" in err and len(err.strip().splitlines()) == 1
+    fsdp1 = tmp_path / "fsdp1.yaml"
+    fsdp1.write_text(Path(FSDP_YAML).read_text().replace("fsdp_version: 2", "fsdp_version: 1"))
+    assert main(["llm", "train", "--num-processes", "2", "--device", "cpu", "--accelerate-config", str(fsdp1),
+                 "--out", str(tmp_path / "f1")]) == 2
+    assert "set fsdp_version: 2" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists() and not (tmp_path / "f1").exists()
+
+
+RUNTIME_IN_A_LAUNCH = """
+import os, sys
+from grpo.llm.infra.distributed import AccelerateRuntime
+os.environ.update(ACCELERATE_USE_FSDP="true", FSDP_VERSION="1")
+try:
+    AccelerateRuntime("cpu")
+except ValueError as err:
+    print("REFUSED", err)
+"""
+
+
+def test_the_runtime_refuses_a_strategy_it_would_not_run(tmp_path):
+    """Launched by hand (``accelerate launch --config_file``), the check runs in the processes too."""
+    proc = subprocess.run([sys.executable, "-c", RUNTIME_IN_A_LAUNCH], capture_output=True, text=True, env=_env(),
+                          timeout=120, cwd=tmp_path)
+    assert "REFUSED FSDP: set fsdp_version: 2" in proc.stdout, proc.stderr[-2000:]

@@ -14,6 +14,7 @@ from grpo.llm.bounds import check_memory
 from grpo.llm.infra.checkpoint import load_trainer_state, prepare_run_dir, save_checkpoint, save_model
 from grpo.llm.config import GRPOConfig
 from grpo.llm.infra.distributed import Runtime, make_runtime
+from grpo.llm.infra.fsdp import state_mb
 from grpo.llm.data.tasks import default_rewards, load_rows
 from grpo.llm.evaluation import greedy_accuracy
 from grpo.llm.modeling.models import frozen_copy, load_model, load_tokenizer
@@ -57,8 +58,10 @@ def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = p
                  "--gradient-checkpointing": cfg.gradient_checkpointing,
                  "--mixed-precision fp16": cfg.mixed_precision == "fp16", "--generation vllm": cfg.generation == "vllm"}
         if any(given.values()):
-            raise ValueError(f"--algo ppo does not support {', '.join(k for k, on in given.items() if on)} yet "
-                             "(GRPO does); see docs/scale-out.md")
+            why = (" (its value model and optimizer are not wrapped for DDP/FSDP, and its whitening of advantages "
+                   "is not reduced over processes)") if given["several processes"] else ""
+            raise ValueError(f"--algo ppo does not support {', '.join(k for k, on in given.items() if on)} yet{why}; "
+                             "GRPO does; see docs/scale-out.md")
     if rt.world_size > 1 and cfg.dynamic_sampling:
         raise ValueError("dynamic_sampling runs in one process for now (resampling rounds would differ per process)")
     if getattr(rt, "deepspeed", False) and cfg.micro_batch:
@@ -82,7 +85,10 @@ def preflight(cfg: GRPOConfig) -> None:
     from grpo.llm.infra.distributed import autocast_dtype
     from grpo.llm.modeling.models import pick_device
 
+    from grpo.llm.infra.launch import check_launch_config
+
     autocast_dtype(cfg.mixed_precision, pick_device(cfg.device))
+    check_launch_config(cfg.accelerate_config, pick_device(cfg.device).type)
     check_adapter_options(cfg)
     if cfg.generation == "vllm":
         from grpo.llm.rollout.vllm_engine import import_vllm
@@ -156,7 +162,8 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     if before is not None:
         log(f"greedy accuracy before: {before:.1%} ({len(eval_rows)} {cfg.eval_split} prompts)")
     layout = rt.describe(policy)  # the strategy in force: {"distributed": "FSDP2", "processes": 2, ...}
-    log("distributed: " + ", ".join(f"{k} {v}" for k, v in layout.items() if k != "distributed") + f" ({layout['distributed']})")
+    log(f"distributed: {layout['distributed']}, {layout['processes']} process(es), "
+        f"{layout['parameters_per_process']:,} parameters per process")
     if rt.is_main:
         write_json(out / "run_config.json", {**to_dict(cfg), "model_path": path, "world_size": rt.world_size})
     runlog = RunLog(out, cfg.tensorboard, start, cfg.report_to, to_dict(cfg)) if rt.is_main else _NoLog()
@@ -201,7 +208,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     summary = {"model": path, "steps": cfg.steps, "accuracy_before": before, "accuracy_after": after,
                "train_seconds": round(train_s, 2), "seconds_per_step": round(train_s / max(cfg.steps - start, 1), 4),
                "peak_rss_mb": round(peak, 1), "final_model": str(out / "final"), "world_size": rt.world_size,
-               "replicas_in_sync": in_sync, **layout,
+               "replicas_in_sync": in_sync, **layout, "state_mb_per_process": state_mb(policy, trainer.opt),
                "trainable_parameters": sum(p.numel() for p in policy.parameters() if p.requires_grad)}
     write_json(out / "summary.json", summary)
     return summary

@@ -186,6 +186,9 @@ class AccelerateRuntime(Runtime):
         if asked and asked.startswith("FSDP") and asked != FSDP2:
             raise ValueError("FSDP: set fsdp_version: 2 in the accelerate config (gradient clipping, generation "
                              "and checkpoints here assume FSDP2)")
+        if asked == "DeepSpeed" and cpu:
+            raise ValueError("DeepSpeed does not run on CPU processes through accelerate; use "
+                             "examples/accelerate/fsdp.yaml (FSDP2 runs on CPU) or GPUs (see docs/scale-out.md)")
         if asked and not self.strategy.startswith(asked):
             raise ValueError(f"the accelerate config asks for {asked} but this launch runs {self.strategy} "
                              f"({kind.value} processes); see docs/scale-out.md for what runs where")

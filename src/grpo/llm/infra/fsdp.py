@@ -65,6 +65,17 @@ def local_numel(model: Any, trainable: bool = False) -> int:
     return sum(_local(p).numel() for p in model.parameters() if p.requires_grad or not trainable)
 
 
+def state_mb(model: Any, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """MiB of parameters, gradients and optimizer state this process holds (its shards under FSDP2)."""
+    def mb(tensors: Any) -> float:
+        return round(sum(_local(t).numel() * t.element_size() for t in tensors) / 2**20, 2)
+
+    params = list(model.parameters())
+    moments = [v for st in optimizer.state.values() for v in st.values() if torch.is_tensor(v) and v.dim() > 0]
+    return {"parameters": mb(params), "gradients": mb(p.grad for p in params if p.grad is not None),
+            "optimizer": mb(moments)}
+
+
 def _local(t: Tensor) -> Tensor:
     return t.to_local() if hasattr(t, "to_local") else t
 

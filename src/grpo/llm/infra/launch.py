@@ -10,6 +10,25 @@ from pathlib import Path
 from typing import Any
 
 
+def check_launch_config(path: str | None, device: str) -> None:
+    """Refuse, before any process starts, an accelerate config whose strategy cannot run on ``device``.
+
+    accelerate runs FSDP only at ``fsdp_version: 2`` here, and DeepSpeed on accelerators only: on CPU
+    processes its DeepSpeed state stays one-process (every rank is rank 0 of 1; docs/scale-out.md).
+    """
+    if path is None:
+        return
+    import yaml
+
+    conf = yaml.safe_load(Path(path).read_text()) or {}
+    kind = str(conf.get("distributed_type", "")).upper()
+    if kind == "FSDP" and int((conf.get("fsdp_config") or {}).get("fsdp_version", 1)) != 2:
+        raise ValueError(f"{path}: set fsdp_version: 2 under fsdp_config (grpo runs FSDP2 only)")
+    if kind == "DEEPSPEED" and device == "cpu":
+        raise ValueError(f"{path}: DeepSpeed does not run on CPU processes through accelerate; use "
+                         "examples/accelerate/fsdp.yaml (FSDP2 runs on CPU) or GPUs (see docs/scale-out.md)")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
