@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from grpo.llm.infra.fsdp import (DDP, FSDP2, SINGLE, full_model_state, full_optimizer_state, fully_shard_model,
-                                 local_numel, requested_strategy)
+                                 local_numel, requested_strategy, require_deepspeed,
+                                 without_tied_copies)
 
 # --mixed-precision name -> autocast dtype (None: full precision).
 MIXED_PRECISION = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -168,14 +169,26 @@ class AccelerateRuntime(Runtime):
         autocast_dtype(mixed_precision, torch.device("cpu" if cpu else "cuda"))  # clear error first
         # Buffers (rotary tables) are constant: broadcasting them on every forward would only make
         # the number of forward passes per rank matter.
-        self.acc = Accelerator(cpu=cpu, mixed_precision=mixed_precision,
+        asked = requested_strategy(dict(os.environ))
+        # accelerate enables DeepSpeed only with cpu=False, and on CPU its process count then stays 1:
+        # the process group is started here and ranks are read from torch.distributed.
+        self.ds_cpu = asked == "DeepSpeed" and cpu
+        if asked == "DeepSpeed":
+            require_deepspeed()
+        if self.ds_cpu:
+            import torch.distributed as dist
+
+            dist.init_process_group("gloo")
+        self.acc = Accelerator(cpu=cpu and not self.ds_cpu, mixed_precision=mixed_precision,
                                kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
         kind = self.acc.distributed_type
         self.world_size, self.rank = self.acc.num_processes, self.acc.process_index
         self.is_main, self.device = self.acc.is_main_process, self.acc.device
+        if self.ds_cpu:
+            self.world_size, self.rank = dist.get_world_size(), dist.get_rank()
+            self.is_main = self.rank == 0
         self.amp_dtype = None  # accelerate autocasts the prepared model; autocast() below covers the rest
         self.scaler = self.acc.scaler
-        asked = requested_strategy(dict(os.environ))
         # accelerate runs FSDP on accelerators only (CPU processes silently get DDP): grpo shards itself there.
         self.own_fsdp = asked == FSDP2 and kind == DistributedType.MULTI_CPU
         self.fsdp = kind == DistributedType.FSDP or self.own_fsdp
@@ -183,12 +196,13 @@ class AccelerateRuntime(Runtime):
         zero = self.acc.state.deepspeed_plugin.zero_stage if self.deepspeed else None
         self.collective_forward = self.fsdp or zero == 3
         self.strategy = FSDP2 if self.fsdp else f"DeepSpeed ZeRO-{zero}" if self.deepspeed else DDP
+        if self.ds_cpu and zero == 3:
+            from grpo.llm.infra.launch import ZERO3_ON_CPU
+
+            raise ValueError(ZERO3_ON_CPU)
         if asked and asked.startswith("FSDP") and asked != FSDP2:
             raise ValueError("FSDP: set fsdp_version: 2 in the accelerate config (gradient clipping, generation "
                              "and checkpoints here assume FSDP2)")
-        if asked == "DeepSpeed" and cpu:
-            raise ValueError("DeepSpeed does not run on CPU processes through accelerate; use "
-                             "examples/accelerate/fsdp.yaml (FSDP2 runs on CPU) or GPUs (see docs/scale-out.md)")
         if asked and not self.strategy.startswith(asked):
             raise ValueError(f"the accelerate config asks for {asked} but this launch runs {self.strategy} "
                              f"({kind.value} processes); see docs/scale-out.md for what runs where")
@@ -198,6 +212,7 @@ class AccelerateRuntime(Runtime):
             ds = self.acc.state.deepspeed_plugin.deepspeed_config
             if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
                 ds["train_micro_batch_size_per_gpu"] = 1  # only used for DeepSpeed's throughput logs here
+            ds["train_batch_size"] = ds["train_micro_batch_size_per_gpu"] * self.world_size  # accelerate's count may be 1
         if self.own_fsdp:
             model = fully_shard_model(model, optimizer, os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true") == "true")
         else:
@@ -239,7 +254,8 @@ class AccelerateRuntime(Runtime):
     def savable(self, model: Any) -> Any:
         if not (self.fsdp or self.deepspeed):
             return self.unwrap(model)
-        state = full_model_state(model) if self.own_fsdp else self.acc.get_state_dict(model)
+        state = full_model_state(model) if self.own_fsdp else without_tied_copies(
+            self.unwrap(model), self.acc.get_state_dict(model))
         return _WithStateDict(self.unwrap(model), state)
 
     def optimizer_state(self, model: Any, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -298,12 +314,17 @@ class AccelerateRuntime(Runtime):
         return out.bool() if x.dtype == torch.bool else out
 
     def barrier(self) -> None:
-        self.acc.wait_for_everyone()
+        import torch.distributed as dist
+
+        dist.barrier()
 
     @contextmanager
     def main_first(self) -> Iterator[None]:
-        with self.acc.main_process_first():
-            yield
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
 
 
 class _WithStateDict:

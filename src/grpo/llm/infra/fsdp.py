@@ -33,6 +33,15 @@ def requested_strategy(env: dict[str, str]) -> str | None:
     return None
 
 
+def require_deepspeed() -> None:
+    """DeepSpeed importable, else the one line that says how to install it."""
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ValueError("the accelerate config asks for DeepSpeed, which is not installed: "
+                         "pip install 'grpo-lab[deepspeed]' (or use examples/accelerate/fsdp.yaml)")
+
+
 def shard_units(model: Any) -> list[torch.nn.Module]:
     """The modules that become one FSDP unit each: instances of the model's ``_no_split_modules``."""
     from grpo.llm.modeling.hf import inner_model
@@ -84,11 +93,15 @@ def full_model_state(model: Any) -> dict[str, Tensor]:
     """The full parameters and buffers on CPU, on rank 0 ({} elsewhere). Collective."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    # Tied weights (lm_head = embed_tokens) come back as separate copies under both names: keep the first
-    # name, as ``save_pretrained`` of the unsharded model does.
+    return without_tied_copies(model, get_model_state_dict(
+        model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)))
+
+
+def without_tied_copies(model: Any, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A gathered state dict without the second name of tied weights (lm_head = embed_tokens): gathered,
+    they are separate copies, which ``save_pretrained`` would write twice; the unsharded model's keeps one."""
     tied = {name for name, _ in model.named_parameters(remove_duplicate=False)} - dict(model.named_parameters()).keys()
-    return {k: v for k, v in full.items() if k not in tied}
+    return {k: v for k, v in state.items() if k not in tied}
 
 
 def full_optimizer_state(model: Any, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
