@@ -3,7 +3,8 @@
 A checkpoint folder ``checkpoint-000050/`` holds the policy and tokenizer as a normal model folder,
 ``optimizer.pt`` (``torch_save``; loaded with ``weights_only=True``), ``rng.pt``, ``trainer_state.json``
 and, when the reference has been reset away from the initial model, ``reference/``. It is written
-into a temporary folder and renamed into place, so a crash never leaves half a checkpoint.
+into a temporary folder and renamed into place, so a crash never leaves half a checkpoint. Under
+FSDP2 the same files hold the gathered full tensors (the optimizer state keyed by parameter name).
 
 ``--resume`` continues from the newest checkpoint, or, when the run died before its first one, starts it
 again from step 0; either way the logs are cut back to the step it continues from (:class:`RunLog`).
