@@ -167,8 +167,6 @@ class AccelerateRuntime(Runtime):
 
         cpu = device_name == "cpu" or not torch.cuda.is_available()
         autocast_dtype(mixed_precision, torch.device("cpu" if cpu else "cuda"))  # clear error first
-        # Buffers (rotary tables) are constant: broadcasting them on every forward would only make
-        # the number of forward passes per rank matter.
         asked = requested_strategy(dict(os.environ))
         # accelerate enables DeepSpeed only with cpu=False, and on CPU its process count then stays 1:
         # the process group is started here and ranks are read from torch.distributed.
@@ -179,6 +177,8 @@ class AccelerateRuntime(Runtime):
             import torch.distributed as dist
 
             dist.init_process_group("gloo")
+        # Buffers (rotary tables) are constant: broadcasting them on every forward would only make
+        # the number of forward passes per rank matter.
         self.acc = Accelerator(cpu=cpu and not self.ds_cpu, mixed_precision=mixed_precision,
                                kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
         kind = self.acc.distributed_type

@@ -9,8 +9,10 @@ all-gather a unit's parameters and reduce-scatter (average) its gradients.
 
 State that leaves the processes (checkpoints, the final model) is gathered to full tensors with
 ``torch.distributed.checkpoint.state_dict`` (``full_state_dict=True``, on CPU, rank 0 holds it), so a
-checkpoint is the same Hugging Face folder as in one process; resuming loads it on rank 0 and
-broadcasts each tensor's shards (``broadcast_from_rank0``).
+checkpoint is the same Hugging Face folder as in one process; on resume every process loads the model
+folder before sharding, and takes its shards of the full optimizer state.
+
+Also here: which strategy a launch asked for, and the per-process sizes that summary.json reports.
 """
 
 from __future__ import annotations
