@@ -49,7 +49,8 @@ def _train(args: argparse.Namespace) -> int:
     from grpo.llm.ppo_config import config_from_args
     from grpo.llm.run import train
 
-    from grpo.llm.infra.distributed import launched, relaunch
+    from grpo.llm.infra.distributed import launched
+    from grpo.llm.infra.launch import relaunch
     from grpo.llm.data.rewards.plugins import check_reward_specs
     from grpo.llm.run import preflight
 

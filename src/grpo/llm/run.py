@@ -15,6 +15,7 @@ from grpo.llm.infra.checkpoint import load_trainer_state, prepare_run_dir, save_
 from grpo.llm.config import GRPOConfig
 from grpo.llm.infra.distributed import Runtime, make_runtime
 from grpo.llm.data.heldout import eval_set
+from grpo.llm.infra.fsdp import state_mb
 from grpo.llm.data.tasks import default_rewards, load_rows
 from grpo.llm.evaluation import greedy_accuracy
 from grpo.llm.modeling.models import frozen_copy, load_model, load_tokenizer
@@ -67,20 +68,24 @@ def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = p
                  "--gradient-checkpointing": cfg.gradient_checkpointing,
                  "--mixed-precision fp16": cfg.mixed_precision == "fp16", "--generation vllm": cfg.generation == "vllm"}
         if any(given.values()):
-            raise ValueError(f"--algo ppo does not support {', '.join(k for k, on in given.items() if on)} yet "
-                             "(GRPO does); see docs/scale-out.md")
+            why = (" (its value model and optimizer are not wrapped for DDP/FSDP, and its whitening of advantages "
+                   "is not reduced over processes)") if given["several processes"] else ""
+            raise ValueError(f"--algo ppo does not support {', '.join(k for k, on in given.items() if on)} yet{why}; "
+                             "GRPO does; see docs/scale-out.md")
     if rt.world_size > 1 and cfg.dynamic_sampling:
         raise ValueError("dynamic_sampling runs in one process for now (resampling rounds would differ per process)")
     if getattr(rt, "deepspeed", False) and cfg.micro_batch:
         raise ValueError("DeepSpeed runs one backward per step here: leave micro_batch unset "
                          "(use --gradient-checkpointing or ZeRO offload to save memory)")
-    if rt.collective_forward or getattr(rt, "deepspeed", False):
-        if cfg.save_every or cfg.resume:
-            raise ValueError("checkpoints and --resume under FSDP/DeepSpeed are not supported yet (the final model is "
-                             "saved); use DDP for resumable runs")
-    if rt.collective_forward and cfg.generation == "cached":
+    if getattr(rt, "deepspeed", False) and (cfg.save_every or cfg.resume):
+        raise ValueError("checkpoints and --resume under DeepSpeed are not supported yet (the final model is "
+                         "saved); use DDP or FSDP2 for resumable runs")
+    if getattr(rt, "fsdp", False) and cfg.ref_reset_every:
+        raise ValueError("--ref-reset-every under FSDP is not supported yet (the reference would need the gathered "
+                         "policy every reset); use DDP, or leave it at 0")
+    if rt.collective_forward and not getattr(rt, "fsdp", False) and cfg.generation == "cached":
         # Forward passes are collective: ranks must step together (transformers' synced generation).
-        log("FSDP/ZeRO-3: sampling with --generation hf (synchronised across processes)")
+        log("ZeRO-3: sampling with --generation hf (synchronised across processes)")
         cfg.generation = "hf"
 
 
@@ -90,7 +95,10 @@ def preflight(cfg: GRPOConfig) -> None:
     from grpo.llm.infra.distributed import autocast_dtype
     from grpo.llm.modeling.models import pick_device
 
+    from grpo.llm.infra.launch import check_launch_config
+
     autocast_dtype(cfg.mixed_precision, pick_device(cfg.device))
+    check_launch_config(cfg.accelerate_config, pick_device(cfg.device).type)
     check_adapter_options(cfg)
     if cfg.env:
         raise ValueError("--env (multi-turn) runs in one process for now: leave --num-processes at 1")
@@ -155,7 +163,8 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     trainer = build_trainer(cfg, policy, tok, rows, rewards, ref, resume_from, opt, rt)
     # Read before a resumed optimizer state brings back the last step's (scheduled) rates.
     base_lrs = [group["lr"] for group in trainer.opt.param_groups]
-    state = load_trainer_state(resume_from, trainer.opt) if resume_from else {}
+    state = load_trainer_state(resume_from, trainer.opt, lambda sd: rt.load_optimizer_state(policy, trainer.opt, sd)
+                               ) if resume_from else {}
     start = int(state.get("step", 0))
     check = rewards.fns.get(rewards.accuracy_name) if rewards and rewards.accuracy_name else None
     records = getattr(trainer, "sample_records", sample_records)  # whole transcripts for --env
@@ -185,6 +194,9 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     env_before = state.get("env_eval_before") if resume_from else evaluate_env()
     if env_before is not None:
         log(f"env episodes before: {_env_line(env_before)}")
+    layout = rt.describe(policy)  # the strategy in force: {"distributed": "FSDP2", "processes": 2, ...}
+    log(f"distributed: {layout['distributed']}, {layout['processes']} process(es), "
+        f"{layout['parameters_per_process']:,} parameters per process")
     if rt.is_main:
         write_json(out / "run_config.json", {**to_dict(cfg), "model_path": path, "world_size": rt.world_size})
     runlog = RunLog(out, cfg.tensorboard, start, cfg.report_to, to_dict(cfg)) if rt.is_main else _NoLog()
@@ -209,10 +221,12 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
                 runlog.log_samples(records(groups, step, cfg.log_samples))
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(reward=f"{metrics['reward/total/mean']:.3f}", kl=f"{metrics.get('kl/ref', 0):.4f}")
-            if cfg.save_every and (step + 1) % cfg.save_every == 0 and rt.is_main:
-                save_checkpoint(out, step + 1, rt.savable(policy), tok, trainer.opt,
-                                {"accuracy_before": before, "env_eval_before": env_before}, keep_ref,
-                                cfg.keep_checkpoints, trainer.checkpoint_modules())
+            if cfg.save_every and (step + 1) % cfg.save_every == 0:  # gathering is collective under FSDP
+                whole, opt_state = rt.savable(policy), rt.optimizer_state(policy, trainer.opt)
+                if rt.is_main:
+                    save_checkpoint(out, step + 1, whole, tok, opt_state,
+                                    {"accuracy_before": before, "env_eval_before": env_before},
+                                    keep_ref, cfg.keep_checkpoints, trainer.checkpoint_modules())
     finally:
         runlog.close()
     train_s = time.perf_counter() - t_train
@@ -235,8 +249,8 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
                "eval_source": eval_source, "eval_prompts": len(eval_rows) if eval_rows and check else 0,
                "train_seconds": round(train_s, 2), "seconds_per_step": round(train_s / max(cfg.steps - start, 1), 4),
                "peak_rss_mb": round(peak, 1), "final_model": str(out / "final"), "world_size": rt.world_size,
-               "replicas_in_sync": in_sync, **({"env_eval_before": env_before, "env_eval_after": env_after}
-                                               if cfg.env else {}),
+               "replicas_in_sync": in_sync, **layout, "state_mb_per_process": state_mb(policy, trainer.opt),
+               **({"env_eval_before": env_before, "env_eval_after": env_after} if cfg.env else {}),
                "trainable_parameters": sum(p.numel() for p in policy.parameters() if p.requires_grad)}
     write_json(out / "summary.json", summary)
     return summary

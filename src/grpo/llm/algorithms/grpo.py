@@ -139,8 +139,9 @@ class GRPOTrainer:
                         loss = loss - cfg.entropy_coef * aggregate(ent, mask, cfg.aggregation, constant)
                     finite = bool(torch.isfinite(loss))
                     bad = bad or not finite
-                    # Every process joins the all-reduce of its last micro-batch, even with nothing to add.
-                    if (w > 0 and finite) or (last and rt.world_size > 1):
+                    # Every process joins the all-reduce of its last micro-batch, even with nothing to add; under
+                    # FSDP every backward is collective (parameters are all-gathered again), so all run every one.
+                    if (w > 0 and finite) or (rt.world_size > 1 and (last or rt.collective_forward)):
                         rt.backward(loss * (w * rt.world_size))
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + w * float(v)

@@ -3,7 +3,8 @@
 A checkpoint folder ``checkpoint-000050/`` holds the policy and tokenizer as a normal model folder,
 ``optimizer.pt`` (``torch_save``; loaded with ``weights_only=True``), ``rng.pt``, ``trainer_state.json``
 and, when the reference has been reset away from the initial model, ``reference/``. It is written
-into a temporary folder and renamed into place, so a crash never leaves half a checkpoint.
+into a temporary folder and renamed into place, so a crash never leaves half a checkpoint. Under
+FSDP2 the same files hold the gathered full tensors (the optimizer state keyed by parameter name).
 
 ``--resume`` continues from the newest checkpoint, or, when the run died before its first one, starts it
 again from step 0; either way the logs are cut back to the step it continues from (:class:`RunLog`).
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -41,11 +42,12 @@ def save_model(path: Path, model: Any, tokenizer: Any) -> None:
     _atomic_dir(path, fill)
 
 
-def save_checkpoint(out: Path, step: int, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer,
+def save_checkpoint(out: Path, step: int, model: Any, tokenizer: Any, optimizer: torch.optim.Optimizer | dict,
                     state: dict[str, Any], ref: Any | None = None, keep: int = 2,
                     extra: dict[str, Any] | None = None) -> Path:
     """Write ``out/checkpoint-{step}``; keep the ``keep`` newest. ``step`` = steps completed.
 
+    ``optimizer``: the optimizer, or its state dict already gathered (FSDP2: full tensors by name).
     ``extra``: more modules with ``save_pretrained`` (e.g. PPO's value model), each in its subfolder.
     """
     target = out / f"checkpoint-{step:06d}"
@@ -53,7 +55,7 @@ def save_checkpoint(out: Path, step: int, model: Any, tokenizer: Any, optimizer:
     def fill(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        torch_save(tmp / "optimizer.pt", optimizer.state_dict())
+        torch_save(tmp / "optimizer.pt", optimizer if isinstance(optimizer, dict) else optimizer.state_dict())
         rng = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -74,9 +76,11 @@ def list_checkpoints(out: Path) -> list[Path]:
     return sorted(p for p in Path(out).glob("checkpoint-*") if (p / "trainer_state.json").exists())
 
 
-def load_trainer_state(path: Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore optimizer and RNG state from a checkpoint; returns its trainer_state.json."""
-    optimizer.load_state_dict(torch_load(path / "optimizer.pt"))
+def load_trainer_state(path: Path, optimizer: torch.optim.Optimizer,
+                       load_optimizer: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Restore optimizer and RNG state from a checkpoint; returns its trainer_state.json.
+    ``load_optimizer``: loads the state dict instead of ``optimizer.load_state_dict`` (FSDP2)."""
+    (load_optimizer or optimizer.load_state_dict)(torch_load(path / "optimizer.pt"))
     rng = torch_load(path / "rng.pt")
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():

@@ -18,17 +18,16 @@ How a multi-process step stays equal to the one-process step with the same globa
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import tempfile
 import warnings
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from torch import Tensor
+
+from grpo.llm.infra.fsdp import (DDP, FSDP2, SINGLE, full_model_state, full_optimizer_state, fully_shard_model,
+                                 local_numel, requested_strategy, require_deepspeed,
+                                 without_tied_copies)
 
 # --mixed-precision name -> autocast dtype (None: full precision).
 MIXED_PRECISION = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -60,6 +59,7 @@ class Runtime:
     """One process, plain PyTorch; the base of :class:`AccelerateRuntime`. Collectives are identities."""
 
     world_size, rank, is_main = 1, 0, True
+    strategy = SINGLE
     # Strategies whose forward passes are collective (FSDP, DeepSpeed ZeRO-3): every rank must run
     # the same number of forward passes, so generation must be synchronised (transformers' generate
     # with synced_gpus), and evaluation runs on every rank.
@@ -110,6 +110,19 @@ class Runtime:
         """Something with ``save_pretrained`` that writes the full model (collective under FSDP/DeepSpeed)."""
         return self.unwrap(model)
 
+    def optimizer_state(self, model: Any, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """The optimizer's state dict for a checkpoint (collective under FSDP: gathered full tensors)."""
+        return optimizer.state_dict()
+
+    def load_optimizer_state(self, model: Any, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        optimizer.load_state_dict(state)
+
+    def describe(self, model: Any) -> dict[str, Any]:
+        """The strategy in force, for summary.json and the start-up log."""
+        return {"distributed": self.strategy, "processes": self.world_size,
+                "parameters_per_process": local_numel(model), "trainable_parameters_per_process":
+                local_numel(model, trainable=True)}
+
     def replicas_in_sync(self, model: Any) -> bool | None:
         """Whether every rank holds the same parameters (None: one process, or sharded parameters)."""
         return None
@@ -154,31 +167,58 @@ class AccelerateRuntime(Runtime):
 
         cpu = device_name == "cpu" or not torch.cuda.is_available()
         autocast_dtype(mixed_precision, torch.device("cpu" if cpu else "cuda"))  # clear error first
+        asked = requested_strategy(dict(os.environ))
+        # accelerate enables DeepSpeed only with cpu=False, and on CPU its process count then stays 1:
+        # the process group is started here and ranks are read from torch.distributed.
+        self.ds_cpu = asked == "DeepSpeed" and cpu
+        if asked == "DeepSpeed":
+            require_deepspeed()
+        if self.ds_cpu:
+            import torch.distributed as dist
+
+            dist.init_process_group("gloo")
         # Buffers (rotary tables) are constant: broadcasting them on every forward would only make
         # the number of forward passes per rank matter.
-        self.acc = Accelerator(cpu=cpu, mixed_precision=mixed_precision,
+        self.acc = Accelerator(cpu=cpu and not self.ds_cpu, mixed_precision=mixed_precision,
                                kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
         kind = self.acc.distributed_type
         self.world_size, self.rank = self.acc.num_processes, self.acc.process_index
         self.is_main, self.device = self.acc.is_main_process, self.acc.device
+        if self.ds_cpu:
+            self.world_size, self.rank = dist.get_world_size(), dist.get_rank()
+            self.is_main = self.rank == 0
         self.amp_dtype = None  # accelerate autocasts the prepared model; autocast() below covers the rest
         self.scaler = self.acc.scaler
-        self.fsdp = kind == DistributedType.FSDP
+        # accelerate runs FSDP on accelerators only (CPU processes silently get DDP): grpo shards itself there.
+        self.own_fsdp = asked == FSDP2 and kind == DistributedType.MULTI_CPU
+        self.fsdp = kind == DistributedType.FSDP or self.own_fsdp
         self.deepspeed = kind == DistributedType.DEEPSPEED
-        zero3 = self.deepspeed and self.acc.state.deepspeed_plugin.zero_stage == 3
-        self.collective_forward = self.fsdp or zero3
-        if self.fsdp and getattr(self.acc.state.fsdp_plugin, "fsdp_version", 1) != 2:
-            raise ValueError("FSDP: set fsdp_version: 2 in the accelerate config (gradient clipping and "
-                             "generation here assume FSDP2's per-module hooks)")
+        zero = self.acc.state.deepspeed_plugin.zero_stage if self.deepspeed else None
+        self.collective_forward = self.fsdp or zero == 3
+        self.strategy = FSDP2 if self.fsdp else f"DeepSpeed ZeRO-{zero}" if self.deepspeed else DDP
+        if self.ds_cpu and zero == 3:
+            from grpo.llm.infra.launch import ZERO3_ON_CPU
+
+            raise ValueError(ZERO3_ON_CPU)
+        if asked and asked.startswith("FSDP") and asked != FSDP2:
+            raise ValueError("FSDP: set fsdp_version: 2 in the accelerate config (gradient clipping, generation "
+                             "and checkpoints here assume FSDP2)")
+        if asked and not self.strategy.startswith(asked):
+            raise ValueError(f"the accelerate config asks for {asked} but this launch runs {self.strategy} "
+                             f"({kind.value} processes); see docs/scale-out.md for what runs where")
 
     def prepare(self, model: Any, optimizer: torch.optim.Optimizer) -> tuple[Any, torch.optim.Optimizer]:
         if self.deepspeed:
             ds = self.acc.state.deepspeed_plugin.deepspeed_config
             if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
                 ds["train_micro_batch_size_per_gpu"] = 1  # only used for DeepSpeed's throughput logs here
-        with warnings.catch_warnings():  # torch renames broadcast_buffers; accelerate only knows the old name
-            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
-            model, optimizer = self.acc.prepare(model, optimizer)
+            ds["train_batch_size"] = ds["train_micro_batch_size_per_gpu"] * self.world_size  # accelerate's count may be 1
+        if self.own_fsdp:
+            model = fully_shard_model(model, optimizer, os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true") == "true")
+        else:
+            with warnings.catch_warnings():  # torch renames broadcast_buffers; accelerate knows the old name only
+                warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+                model, optimizer = self.acc.prepare(model, optimizer)
         if self.fsdp:
             # transformers' generate synchronises ranks (synced_gpus) for modules flagged as FSDP-managed.
             from grpo.llm.modeling.hf import inner_model
@@ -194,6 +234,9 @@ class AccelerateRuntime(Runtime):
         return self.acc.autocast()
 
     def accumulating(self, model: Any, last: bool) -> Any:
+        if self.own_fsdp:
+            model.set_requires_gradient_sync(last)  # reduce-scatter the last micro-batch's gradients only
+            return nullcontext()
         return nullcontext() if last else self.acc.no_sync(model)
 
     def backward(self, loss: Tensor) -> None:
@@ -211,7 +254,24 @@ class AccelerateRuntime(Runtime):
     def savable(self, model: Any) -> Any:
         if not (self.fsdp or self.deepspeed):
             return self.unwrap(model)
-        return _WithStateDict(self.unwrap(model), self.acc.get_state_dict(model))
+        state = full_model_state(model) if self.own_fsdp else without_tied_copies(
+            self.unwrap(model), self.acc.get_state_dict(model))
+        return _WithStateDict(self.unwrap(model), state)
+
+    def optimizer_state(self, model: Any, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        if self.fsdp:  # full tensors keyed by parameter name, gathered on the main process
+            return full_optimizer_state(model, optimizer)
+        if self.deepspeed:
+            raise ValueError("checkpoints under DeepSpeed are not supported here; use DDP or FSDP2")
+        return optimizer.state_dict()
+
+    def load_optimizer_state(self, model: Any, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        if self.fsdp:  # every process reads the full state and keeps its shards
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+        else:
+            optimizer.load_state_dict(state)
 
     def replicas_in_sync(self, model: Any) -> bool | None:
         if self.fsdp or self.deepspeed:
@@ -254,12 +314,17 @@ class AccelerateRuntime(Runtime):
         return out.bool() if x.dtype == torch.bool else out
 
     def barrier(self) -> None:
-        self.acc.wait_for_everyone()
+        import torch.distributed as dist
+
+        dist.barrier()
 
     @contextmanager
     def main_first(self) -> Iterator[None]:
-        with self.acc.main_process_first():
-            yield
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
 
 
 class _WithStateDict:
@@ -291,41 +356,3 @@ def make_runtime(device: str = "auto", mixed_precision: str = "no") -> Runtime:
     from grpo.llm.modeling.models import pick_device
 
     return Runtime(pick_device(device), mixed_precision)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def launch_command(num_processes: int, accelerate_config: str | None, mixed_precision: str,
-                   args: list[str]) -> list[str]:
-    """``accelerate launch`` of ``python -m grpo ARGS`` in ``num_processes`` processes.
-
-    Without an accelerate config it is plain DDP (``--multi_gpu``: torchrun-style, which is also
-    what starts several CPU processes; accelerate's ``--cpu`` alone would start one).
-    """
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
-           "--num_machines", "1", "--main_process_port", str(free_port()), "--dynamo_backend", "no",
-           "--mixed_precision", mixed_precision]
-    cmd += ["--config_file", accelerate_config] if accelerate_config else ["--multi_gpu"]
-    return cmd + ["-m", "grpo", *args]
-
-
-def relaunch(cfg: Any, algo: str) -> int:
-    """Run ``grpo llm train`` for ``cfg`` in ``cfg.num_processes`` processes; returns their exit code.
-
-    The resolved config (file and flags merged) goes to the children as one YAML file.
-    """
-    import dataclasses
-
-    import yaml
-
-    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.init}
-    with tempfile.TemporaryDirectory(prefix="grpo-launch-") as tmp:
-        path = Path(tmp) / "config.yaml"
-        path.write_text(yaml.safe_dump(values, sort_keys=False))
-        cmd = launch_command(cfg.num_processes, cfg.accelerate_config, cfg.mixed_precision,
-                             ["llm", "train", "--algo", algo, "--config", str(path)])
-        return subprocess.call(cmd)

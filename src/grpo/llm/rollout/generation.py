@@ -144,7 +144,11 @@ def generate_cached(
     With ``prompt_keys`` (one sampling key per prompt [B], :mod:`grpo.llm.rollout.seeding`) each
     sample's tokens depend only on its prompt's key, not on the other rows in the batch; without,
     torch's global RNG is used.
+
+    Under FSDP every forward pass is collective, so every process must run as many: finished rows
+    then stay in the batch (their tokens are not kept) and the loop ends when every process is done.
     """
+    synced = synced_processes(model)
     eos = eos_ids_of(tokenizer, model)
     eos_t = torch.tensor(eos, device=prompt_ids.device)
     was_training = model.training
@@ -160,6 +164,7 @@ def generate_cached(
     tokens = torch.full((N, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=mask.device)  # [N, C]
     active = torch.arange(N, device=mask.device)  # [n] rows that have not emitted EOS
     keys = None if prompt_keys is None else sample_keys(prompt_keys.cpu(), group_size)  # [N]
+    done = torch.zeros(N, dtype=torch.bool, device=mask.device)  # [N] rows that emitted EOS (synced only)
     steps = max_new_tokens
     for t in range(max_new_tokens):
         if greedy:
@@ -170,12 +175,18 @@ def generate_cached(
                 nxt = torch.multinomial(probs, 1).squeeze(-1)  # [n]
             else:
                 nxt = sample_from(probs, uniforms(keys[active.cpu()], t).to(probs.device))  # [n]
-        tokens[active, t] = nxt
-        going = ~torch.isin(nxt, eos_t)  # [n]
-        if not bool(going.any()) or t == max_new_tokens - 1:
+        if synced:
+            live = ~done[active]  # [n] rows still sampling; the others ride along for the collective passes
+            tokens[active[live], t] = nxt[live]
+            done[active[live]] = torch.isin(nxt[live], eos_t)
+            going = ~done[active]  # [n]
+        else:
+            tokens[active, t] = nxt
+            going = ~torch.isin(nxt, eos_t)  # [n]
+        if not _any_going(going, synced) or t == max_new_tokens - 1:
             steps = t + 1
             break
-        if not bool(going.all()):  # finished rows leave the batch (and the cache): no compute on padding
+        if not synced and not bool(going.all()):  # finished rows leave the batch (and cache): no compute on padding
             keep = going.nonzero().flatten()
             active, mask, pos, nxt = active[keep], mask[keep], pos[keep], nxt[keep]
             cache.batch_select_indices(keep)
@@ -186,6 +197,24 @@ def generate_cached(
         logits, pos = out.logits[:, -1].float(), pos + 1
     model.train(was_training)
     return finish_rollout(tokenizer, prompt_ids, prompt_mask, tokens[:, :steps], eos, group_size)
+
+
+def synced_processes(model: Any) -> bool:
+    """Whether ``model``'s forward passes are collective over several processes (FSDP-managed)."""
+    import torch.distributed as dist
+    from transformers.integrations.fsdp import is_fsdp_managed_module
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and is_fsdp_managed_module(model)
+
+
+def _any_going(going: Tensor, synced: bool) -> bool:
+    """Whether any row (of any process, when ``synced``) still samples."""
+    flag = going.any().to(torch.int32)
+    if synced:
+        import torch.distributed as dist
+
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag)
 
 
 def hf_generation_config(tokenizer: Any, model: Any, group_size: int, max_new_tokens: int, temperature: float,
