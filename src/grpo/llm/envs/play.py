@@ -26,7 +26,8 @@ def play(model: Any, tokenizer: Any, env_factory: Callable[[], Any], seeds: Sequ
     ``mean_guesses`` (turns to solve, over solved episodes; None when none was), ``mean_turns`` (all
     episodes), ``mean_return``, ``truncation_rate`` and ``illegal_rate`` (share of turns whose
     ``info["legal"]`` is False; None when the environment does not report it). Sampling runs under
-    ``sample_seed`` without touching torch's global random state.
+    ``sample_seed`` without touching torch's global random state. An episode whose next prompt
+    leaves no room for ``max_new_tokens`` in the model's context ends there, truncated.
     """
     device = next(model.parameters()).device
     envs = [env_factory() for _ in seeds]
@@ -34,15 +35,22 @@ def play(model: Any, tokenizer: Any, env_factory: Callable[[], Any], seeds: Sequ
     for env, seed in zip(envs, seeds):
         messages, _ = env.reset(seed=int(seed), options=options)
         history.append(list(messages))
-    running, legal, truncated = list(range(len(envs))), [], [False] * len(envs)
-    with torch.random.fork_rng(devices=[]):
+    running, legal, truncated, cut = list(range(len(envs))), [], [False] * len(envs), []
+    context = context_length(model)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(sample_seed)
         for _ in range(max_turns):
             if not running:
                 break
             texts = [tokenizer.apply_chat_template(history[i], tokenize=False, add_generation_prompt=True)
                      for i in running]
-            ids, mask = encode_prompts(tokenizer, texts, device, context_length(model), max_new_tokens)
+            room = [context is None or len(tokenizer(t, add_special_tokens=False).input_ids) + max_new_tokens <= context
+                    for t in texts]  # an episode that fills the context ends there, truncated
+            cut += [i for i, ok in zip(running, room) if not ok]
+            running, texts = [i for i, ok in zip(running, room) if ok], [t for t, ok in zip(texts, room) if ok]
+            if not running:
+                break
+            ids, mask = encode_prompts(tokenizer, texts, device, context, max_new_tokens)
             roll = generate(model, tokenizer, ids, mask, 1, max_new_tokens, temperature, greedy=greedy)
             still = []
             for i, text in zip(running, roll.completions):
@@ -58,7 +66,7 @@ def play(model: Any, tokenizer: Any, env_factory: Callable[[], Any], seeds: Sequ
                 else:
                     still.append(i)
             running = still
-    for i in running:  # cut by max_turns: counted as truncated
+    for i in running + cut:  # cut by max_turns or the context: counted as truncated
         truncated[i] = True
     n = len(envs)
     won = [t for t, s in zip(turns, solved) if s]
