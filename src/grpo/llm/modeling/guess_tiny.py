@@ -6,8 +6,11 @@ which needs 7.5 guesses on average over 1..100 (binary search: 5.8). The loss is
 tokens only. Each assistant message first restates the open interval and then guesses,
 ``"025<x<063:041"`` (three digits each; the environment reads the last integer): the model copies
 the interval from its last message and the feedback instead of recomputing it from the whole
-history, and with every number three characters wide the copy is at a fixed distance, which a
-model this small learns in minutes; GRPO can then move the guess towards the middle.
+history, and with every number three characters wide the copy is at a fixed distance; GRPO can
+then move the guess towards the middle. The shipped build (1,000 steps, 14 min on one busy core)
+has only partly learnt the game: over 200 games at temperature 1 it solves 64.5% within 15 turns
+in 8.8 guesses, and 40% of its guesses are illegal (hidden feedback: 8% solved, 77% illegal);
+more steps keep lowering the loss (0.35 against the 0.21 of the random player's entropy).
 
 The chat template is a character-level one with no role markers: a user (or system) message is its
 text and a newline, an assistant message its text and ``<eos>``, the token generation stops at. The
@@ -50,9 +53,9 @@ class GuessSpec:
     heads: int = 4
     intermediate: int = 256
     context: int = 384  # a 15-turn game is about 320 characters
-    max_steps: int = 600
-    decay_steps: int = 200
-    batch: int = 32  # games per step
+    max_steps: int = 1000
+    decay_steps: int = 300
+    batch: int = 16  # games per step (16 x 1000 learnt more than 32 x 600 in a longer time)
     lr: float = 3e-3
     max_turns: int = 15  # the environment's turn limit in the training games
     seed: int = 0
