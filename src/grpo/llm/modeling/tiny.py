@@ -21,9 +21,10 @@ import hashlib
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -110,10 +111,17 @@ def pretrain(spec: TinySpec, device: str | torch.device = "cpu", log: Any = None
     Runs on ``threads`` CPU threads (default 1): at this size more threads only add
     synchronisation, and on a busy machine they make each step many times slower.
     """
+    with torch_threads(threads):
+        return _pretrain(spec, device, log)
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block on ``threads`` torch CPU threads, then restore the number before."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _pretrain(spec, device, log)
+        yield
     finally:
         torch.set_num_threads(before)
 
@@ -214,15 +222,15 @@ def weights_sha256(folder: str | Path) -> str:
     return h.hexdigest()
 
 
-def shipped_info() -> dict | None:
-    path = SHIPPED / "tiny_info.json"
+def shipped_info(folder: Path = SHIPPED) -> dict | None:
+    path = folder / "tiny_info.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def shipped_matches(spec: TinySpec) -> bool:
-    """Whether the shipped folder holds ``spec``'s model (a changed TinySpec default must be rebuilt)."""
-    info = shipped_info()
-    return bool(info) and info["spec"] == asdict(spec) and (SHIPPED / "model.safetensors").is_file()
+def shipped_matches(spec: Any, folder: Path = SHIPPED) -> bool:
+    """Whether ``folder`` holds ``spec``'s model (a changed spec default must be rebuilt)."""
+    info = shipped_info(folder)
+    return bool(info) and info["spec"] == asdict(spec) and (folder / "model.safetensors").is_file()
 
 
 def machine() -> dict:
@@ -246,10 +254,19 @@ def _cpuinfo() -> list[str]:
 
 def build(out: Path = SHIPPED, threads: int = 1, log: Any = print) -> dict:
     """Pretrain the default spec on ``threads`` threads and write it to ``out`` (replacing a tiny folder)."""
+    check_build_folder(out)
+    model, tok, info = pretrain(TinySpec(), log=log, threads=threads)
+    return write_build(out, model, tok, info, threads)
+
+
+def check_build_folder(out: Path) -> None:
+    """Refuse to build into a folder that exists and that no build wrote."""
     if out.exists() and not (out / "tiny_info.json").is_file():
         raise ValueError(f"{out} exists and is not a tiny model folder: choose another --out")
-    spec = TinySpec()
-    model, tok, info = pretrain(spec, log=log, threads=threads)
+
+
+def write_build(out: Path, model: Any, tok: Any, info: dict, threads: int) -> dict:
+    """Write a built model to ``out`` as package data, with the machine that built it; its info back."""
     info["machine"] = {**machine(), "threads": threads}
     if out.exists():
         shutil.rmtree(out)  # a tiny model folder this function wrote before
