@@ -10,7 +10,8 @@ import pytest
 MODULES = ["grpo.llm.data.rewards.answer", "grpo.llm.data.rewards.fmt", "grpo.llm.data.rewards.length", "grpo.llm.data.rewards.process",
            "grpo.llm.data.rewards.execution", "grpo.llm.data.rewards.code_tests",
            "grpo.llm.data.rewards.base", "grpo.llm.rollout.generation", "grpo.llm.evaluation", "grpo.llm.infra.schedules",
-           "grpo.llm.data.rewards.plugins", "grpo.llm.sample"]
+           "grpo.llm.data.rewards.plugins", "grpo.llm.sample",
+           "grpo.llm.modeling.logprobs", "grpo.llm.modeling.hidden"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -102,3 +102,30 @@ def completion_hidden(forward: BackboneForward, prompt_ids: Tensor, prompt_mask:
                       position_ids=position_ids_of(mask)[:, P:-1], use_cache=True,
                       **cache_kwargs(forward.model, cache))  # [N, C - 1, H]
     return torch.cat([first, rest], 1)
+
+
+# Activations kept for the backward per micro-batch, in tokens x layers x hidden units: at the ~20
+# float32 values a Llama-style layer keeps per hidden unit, about 1.3 GiB.
+ACTIVATION_UNITS = 2 ** 24
+
+
+def auto_micro_batch(model: Any, n: int, tokens: int, group_size: int = 1) -> int:
+    """Rows per forward/backward when ``micro_batch`` is unset: rows of ``tokens`` (prompt + completion)
+    tokens holding about :data:`ACTIVATION_UNITS`, in whole groups of ``group_size`` (which share their
+    prompt's encoding), at least one group and at most all ``n`` rows.
+
+    >>> from types import SimpleNamespace as NS
+    >>> smol = NS(config=NS(num_hidden_layers=30, hidden_size=576))
+    >>> auto_micro_batch(smol, n=32, tokens=108, group_size=4), auto_micro_batch(smol, n=32, tokens=2000, group_size=4)
+    (8, 4)
+    >>> auto_micro_batch(NS(config=NS(num_hidden_layers=2, hidden_size=64)), n=256, tokens=9, group_size=8)
+    256
+    """
+    config = inner_model(model).config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    per_row = max(1, tokens * int(getattr(text, "num_hidden_layers", 1)) * int(getattr(text, "hidden_size", 1)))
+    rows = ACTIVATION_UNITS // per_row
+    if rows >= n:
+        return n
+    G = max(1, group_size)
+    return max(G, rows // G * G)
