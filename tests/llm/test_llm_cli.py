@@ -30,6 +30,8 @@ def test_train_writes_metrics_samples_checkpoints_and_resumes(tiny_path, tmp_pat
     assert (out / "final" / "model.safetensors").exists() and (out / "checkpoint-000002").exists()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 3 and 0.0 <= summary["accuracy_after"] <= 1.0
+    assert summary["peak_rss_mb"] > 0 and "peak_gpu_mb" in summary  # None on CPU
+    assert f"peak memory: {summary['peak_rss_mb']:,.0f} MiB resident" in printed
 
     # a second run into the same folder must say what to do
     assert main(args) == 2

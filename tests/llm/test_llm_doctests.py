@@ -12,7 +12,8 @@ MODULES = ["grpo.llm.data.rewards.answer", "grpo.llm.data.rewards.fmt", "grpo.ll
            "grpo.llm.data.rewards.base", "grpo.llm.rollout.generation", "grpo.llm.evaluation", "grpo.llm.infra.schedules",
            "grpo.llm.data.rewards.plugins", "grpo.llm.sample", "grpo.llm.envs.base", "grpo.llm.envs.tools",
            "grpo.llm.rollout.seeding", "grpo.llm.data.heldout", "grpo.llm.data.sources",
-           "grpo.llm.data.tasks", "grpo.llm.data.word_problems"]
+           "grpo.llm.data.tasks", "grpo.llm.data.word_problems",
+           "grpo.llm.modeling.logprobs", "grpo.llm.modeling.hidden"]
 
 
 @pytest.mark.parametrize("name", MODULES)

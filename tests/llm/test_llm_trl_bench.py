@@ -77,3 +77,42 @@ def test_report_tables_medians_and_per_seed_ratios():
     old = [{k: v for k, v in r.items() if k not in ("accuracy_all_before", "accuracy_all_after", "loadavg_1m")}
            for r in rows]
     assert "| 0 | ours | 31.0% | 50.0% | +19.0 | - | - |" in report.report(old)  # rows of the earlier launcher
+
+
+REAL_LAUNCHER = r"""
+import json, subprocess, sys, types
+sys.path.insert(0, {bench!r})
+import real_model_vs_trl as bench
+
+calls = []
+def fake_run(cmd, **kw):
+    calls.append(cmd)
+    system, seed = cmd[cmd.index("--child") + 1], int(cmd[cmd.index("--seed") + 1])
+    res = dict(system="base", accuracy=0.2) if system == "base" else dict(
+        system=system, seed=seed, accuracy_after=0.5 if system == "ours" else 0.4, reward=[0.1, 0.3],
+        held_out={{"2": 0.5 if system == "ours" else 0.4}}, seconds_per_step=1.0 if system == "ours" else 4.0,
+        peak_rss_mb=1000.0 if system == "ours" else 2500.0)
+    return types.SimpleNamespace(stdout="RESULT " + json.dumps(res) + "\n", stderr="", returncode=0)
+
+subprocess.run = fake_run
+bench.plot = lambda *a: None
+sys.argv = ["real_model_vs_trl.py", "--model", "/m", "--task", "t.jsonl", "--eval-task", "e.jsonl", "--seeds", "0", "1",
+            "--steps", "2", "--out", {out!r}]
+bench.main()
+heavy = sorted(m for m in ("torch", "transformers", "trl") if m in sys.modules)
+print("CHECK " + json.dumps({{"heavy": heavy, "calls": calls}}))
+"""
+
+
+def test_real_model_launcher_alternates_systems_and_reports_ratios(tmp_path):
+    code = REAL_LAUNCHER.format(bench=str(BENCH), out=str(tmp_path / "bench"))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    check = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("CHECK "))[6:])
+    assert check["heavy"] == []  # children measure their own peak RSS
+    order = [(c[c.index("--child") + 1], c[c.index("--seed") + 1]) for c in check["calls"]]
+    assert order == [("base", "0"), ("ours", "0"), ("trl", "0"), ("trl", "1"), ("ours", "1")]
+    assert all("--steps=2" in c and "--model=/m" in c and "--eval-task=e.jsonl" in c for c in check["calls"])
+    assert "| time per step (s, first step excluded) | 1.00 | 4.00 | 0.25 |" in proc.stdout
+    assert "| peak RSS (MiB) | 1,000 | 2,500 | 0.40 |" in proc.stdout
+    assert "(base 20.0%) | 50.0% | 40.0% | +10.0 points |" in proc.stdout

@@ -1,8 +1,8 @@
 """Before an LLM run loads anything big: does one step's batch fit in the device's memory?
 
 All ``prompts_per_step x group_size`` sequences are generated together, so the KV cache and one
-decode step's logits grow with the whole batch; the log-prob passes hold ``micro_batch`` sequences'
-logits [mb, T, V]. The estimate below is a lower bound (prompt tokens, activations and optimizer
+decode step's logits grow with the whole batch; the log-prob passes hold one chunk of tokens'
+logits [chunk, V] (:func:`grpo.llm.modeling.logprobs.head_logprobs`). The estimate below is a lower bound (prompt tokens, activations and optimizer
 state are left out), so a refusal is certain to be right; a run it lets through may still not fit.
 """
 
@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from grpo.llm.modeling.logprobs import CHUNK_ELEMENTS
 from grpo.utils.bounds import check_fits
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -29,7 +30,7 @@ def estimate_bytes(cfg: Any, model_config: dict[str, Any], weights_bytes: int = 
     vocab = int(model_config.get("vocab_size", 1))
     kv_cache = n * T * layers * 2 * kv_heads * head_dim * DTYPE_BYTES.get(cfg.dtype, 4)  # K and V [n, T, ...]
     decode_logits = n * vocab * 4  # [n, V] float32, one decode step
-    train_logits = (cfg.micro_batch or n) * T * vocab * 4  # [mb, T, V] float32
+    train_logits = min((cfg.micro_batch or n) * T, max(1, CHUNK_ELEMENTS // vocab)) * vocab * 4  # [chunk, V] float32
     copies = 2 if cfg.beta > 0 and not cfg.adapter else 1  # the policy, and the reference
     return max(kv_cache + decode_logits, train_logits) + copies * weights_bytes
 

@@ -66,6 +66,9 @@ def _train(args: argparse.Namespace) -> int:
     if summary:  # the main process (the others return {})
         print(f"run folder: {cfg.out}  final model: {summary['final_model']}  "
               f"{summary['seconds_per_step']:.3f} s/step")
+        gpu = summary.get("peak_gpu_mb")
+        print(f"peak memory: {summary['peak_rss_mb']:,.0f} MiB resident (CPU)"
+              + (f", {gpu:,.0f} MiB allocated on the GPU" if gpu is not None else ""))
     return 0
 
 

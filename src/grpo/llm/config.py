@@ -87,7 +87,8 @@ class GRPOConfig:
     prompts_per_step: int = field(default=32, metadata=_help("prompts per step; each gets group_size samples"))
     group_size: int = field(default=8, metadata=_help("G: completions sampled per prompt (>= 2)"))
     micro_batch: int | None = field(default=None, metadata=_help(
-        "sequences per forward/backward (gradient accumulation, same loss value); none: the whole batch"))
+        "sequences per forward/backward (gradient accumulation, same loss value); none: whole groups sized to "
+        "the model, about 2**24 tokens x layers x hidden units each (the whole batch for the tiny model)"))
     # --- sampling ----------------------------------------------------------------------------
     max_new_tokens: int | None = field(default=None, metadata=_help(
         f"completion length limit; none: 256, or {TINY_MAX_NEW_TOKENS} for the built-in tiny model"))

@@ -27,7 +27,7 @@ from grpo.llm.infra.schedules import lr_factor, set_learning_rates
 from grpo.llm.rollout.batch import sample_records
 from grpo.utils.config import to_dict
 from grpo.utils.io import write_json
-from grpo.utils.runtime import peak_rss_mb, seed_everything
+from grpo.utils.runtime import peak_gpu_mb, peak_rss_mb, seed_everything
 
 
 def build_rewards(cfg: GRPOConfig, device: torch.device) -> RewardSet:
@@ -233,6 +233,8 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     final = rt.savable(policy)  # collective under FSDP/DeepSpeed (gathers the full weights)
     in_sync = rt.replicas_in_sync(policy)  # collective: every process's parameters compared
     peak = float(rt.max(peak_rss_mb()))
+    gpu = peak_gpu_mb(device)
+    gpu = None if gpu is None else float(rt.max(gpu))
     if rt.is_main:
         save_model(out / "final", final, tok)  # an adapter run saves the adapter (peft folder)
         if cfg.save_merged:
@@ -248,7 +250,8 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     summary = {"model": path, "steps": cfg.steps, "accuracy_before": before, "accuracy_after": after,
                "eval_source": eval_source, "eval_prompts": len(eval_rows) if eval_rows and check else 0,
                "train_seconds": round(train_s, 2), "seconds_per_step": round(train_s / max(cfg.steps - start, 1), 4),
-               "peak_rss_mb": round(peak, 1), "final_model": str(out / "final"), "world_size": rt.world_size,
+               "peak_rss_mb": round(peak, 1), "peak_gpu_mb": None if gpu is None else round(gpu, 1),
+               "final_model": str(out / "final"), "world_size": rt.world_size,
                "replicas_in_sync": in_sync, **layout, "state_mb_per_process": state_mb(policy, trainer.opt),
                **({"env_eval_before": env_before, "env_eval_after": env_after} if cfg.env else {}),
                "trainable_parameters": sum(p.numel() for p in policy.parameters() if p.requires_grad)}

@@ -24,6 +24,14 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+def peak_gpu_mb(device: torch.device | str) -> float | None:
+    """Peak memory torch allocated on a CUDA ``device`` in MiB (None elsewhere)."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return torch.cuda.max_memory_allocated(device) / (1024 * 1024)
+
+
 def current_rss_mb() -> float:
     """Current resident set size in MiB (Linux /proc; falls back to the peak elsewhere)."""
     try:

@@ -39,6 +39,7 @@ from grpo.llm.config import GRPOConfig
 from grpo.llm.data.rewards import RewardSet
 from grpo.llm.data.tasks import Row
 from grpo.llm.infra.distributed import Runtime
+from grpo.llm.modeling.hidden import auto_micro_batch
 from grpo.llm.modeling.logprobs import completion_logprobs, logprob_filter
 from grpo.llm.rollout.batch import Batch, batch_metrics
 from grpo.llm.rollout.generation import Rollout
@@ -102,10 +103,14 @@ class GRPOTrainer:
 
     def _no_grad_logprobs(self, model: Any, roll: Rollout) -> Tensor:
         with torch.no_grad():
-            return torch.cat([self._logprobs(model, roll, mb)[0] for mb in self._micro_batches(len(roll.completions))])
+            return torch.cat([self._logprobs(model, roll, mb)[0] for mb in self._micro_batches(roll)])
 
-    def _micro_batches(self, n: int) -> list[slice]:
+    def _micro_batches(self, roll: Rollout) -> list[slice]:
+        n = len(roll.completions)
         size = self.cfg.micro_batch or n
+        if not self.cfg.micro_batch and not getattr(self.rt, "deepspeed", False):  # DeepSpeed: one backward per step
+            size = auto_micro_batch(self.policy, n, roll.prompt_ids.shape[1] + roll.completion_ids.shape[1],
+                                    self.cfg.group_size)
         return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
     def update(self, roll: Rollout, adv: Tensor, loss_mask: Tensor) -> dict[str, float]:
@@ -118,7 +123,7 @@ class GRPOTrainer:
         total = float(rt.sum(self.share(loss_mask)))
         constant = cfg.loss_constant or float(cfg.max_new_tokens)  # Dr. GRPO's normaliser per sequence
         metrics: dict[str, float] = {}
-        mbs = self._micro_batches(len(roll.completions))
+        mbs = self._micro_batches(roll)
         for it in range(cfg.mu):
             self.opt.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}

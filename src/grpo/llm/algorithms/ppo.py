@@ -34,13 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from grpo.core import aggregate, categorical_entropy, explained_variance, gae, grpo_loss, kl_estimate, masked_mean
+from grpo.core import aggregate, explained_variance, gae, grpo_loss, kl_estimate, masked_mean
 from grpo.core import MICRO_BATCH_SHARES, masked_whiten, value_loss
 from grpo.llm.data.tasks import Row
 from grpo.llm.rollout.batch import Batch, batch_metrics
 from grpo.llm.rollout.generation import Rollout
 from grpo.llm.rollout.sampler import Sampler
-from grpo.llm.modeling.logprobs import completion_logprobs, logprob_filter, sampler_logits, selective_log_softmax
+from grpo.llm.modeling.hidden import auto_micro_batch
+from grpo.llm.modeling.logprobs import completion_logprobs, head_logprobs, logprob_filter
 from grpo.llm.ppo_config import PPOConfig
 from grpo.llm.data.rewards import RewardSet
 from grpo.llm.infra.distributed import Runtime
@@ -127,16 +128,17 @@ class PPOTrainer:
         # Shared backbone: one pass gives the hidden states that both heads read.
         h = self.value.completion_hidden(roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask,
                                          cfg.group_size)  # [n, C, H]
-        logits = self.policy.get_output_embeddings()(h).float() / cfg.temperature  # [n, C, V]
-        logits = sampler_logits(logits, roll.completion_ids, **logprob_filter(cfg))
-        ent = None
-        if with_entropy:
-            with torch.set_grad_enabled(cfg.entropy_coef > 0 and torch.is_grad_enabled()):
-                ent = categorical_entropy(logits)
-        return selective_log_softmax(logits, roll.completion_ids), self.value.values_of(h), ent
+        logp, ent = head_logprobs(self.policy.get_output_embeddings(), h, roll.completion_ids, cfg.temperature,
+                                  with_entropy, cfg.entropy_coef > 0, **logprob_filter(cfg))
+        return logp, self.value.values_of(h), ent
+
+    def _rows_per_pass(self, roll: Rollout) -> int:
+        """``micro_batch``, or when unset whole groups sized to the model (:func:`auto_micro_batch`)."""
+        return self.cfg.micro_batch or auto_micro_batch(self.policy, len(roll.completions), roll.prompt_ids.shape[1]
+                                                        + roll.completion_ids.shape[1], self.cfg.group_size)
 
     def _chunks(self, roll: Rollout) -> list[Rollout]:
-        n, size = len(roll.completions), self.cfg.micro_batch or len(roll.completions)
+        n, size = len(roll.completions), self._rows_per_pass(roll)
         return [roll.select(torch.arange(i, min(i + size, n))) for i in range(0, n, size)]
 
     @torch.no_grad()
@@ -190,7 +192,7 @@ class PPOTrainer:
             for idx in self._minibatches(len(g.rows)):
                 self.opt.zero_grad(set_to_none=True)
                 total, bad = max(self.share(loss_mask[idx]), 1.0), False
-                for part in idx.split(cfg.micro_batch or len(idx)):
+                for part in idx.split(self._rows_per_pass(roll)):
                     m, finite = self._loss_backward(roll.select(part), part, old_logp, old_values, ref_logp, adv,
                                                     returns, loss_mask, self.share(loss_mask[part]) / total, last)
                     bad = bad or not finite

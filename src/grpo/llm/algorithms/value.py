@@ -24,7 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from grpo.core import Registry
-from grpo.llm.modeling.hf import cache_kwargs, cache_of, position_ids_of, shares_prompts
+from grpo.llm.modeling.activation_checkpointing import recomputes
+from grpo.llm.modeling.hf import shares_prompts
+from grpo.llm.modeling.hidden import BackboneForward, backbone_of, completion_hidden
 
 HEAD_FILE = "value_head.safetensors"
 
@@ -52,7 +54,9 @@ class ValueModel(nn.Module):
         With rows in groups of ``group_size`` identical prompts, each prompt is encoded once and its
         KV cache repeated for the group (as the policy's log-probs are); else one plain forward pass.
         """
-        return completion_hidden(self.backbone, prompt_ids, prompt_mask, completion_ids, completion_mask, group_size)
+        share = shares_prompts(prompt_ids, prompt_mask, group_size) and not recomputes(self.backbone)
+        return completion_hidden(BackboneForward(self.backbone), prompt_ids, prompt_mask, completion_ids,
+                                 completion_mask, group_size, share)
 
     def completion_values(self, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
                           completion_mask: Tensor, group_size: int = 1) -> Tensor:
@@ -90,39 +94,6 @@ class ValueModel(nn.Module):
 
             saved = AutoModel.from_pretrained(str(path), dtype=next(self.backbone.parameters()).dtype)
             self.backbone.load_state_dict(saved.state_dict())
-
-
-def completion_hidden(backbone: nn.Module, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
-                      completion_mask: Tensor, group_size: int = 1) -> Tensor:
-    """Last hidden states [N, C, H] at positions P - 1 .. P + C - 2 (the states before each completion
-    token) of a base transformer, on left-padded prompts [N, P] and right-padded completions [N, C]."""
-    P, C = prompt_ids.shape[1], completion_ids.shape[1]
-    mask = torch.cat([prompt_mask, completion_mask], 1)  # [N, P + C]
-    if not shares_prompts(prompt_ids, prompt_mask, group_size):
-        out = backbone(input_ids=torch.cat([prompt_ids, completion_ids], 1), attention_mask=mask,
-                       position_ids=position_ids_of(mask), use_cache=False)
-        return out.last_hidden_state[:, P - 1:P + C - 1]  # [N, C, H]
-    G = group_size
-    uniq_mask = prompt_mask[::G]  # [B, P]
-    out = backbone(input_ids=prompt_ids[::G], attention_mask=uniq_mask, position_ids=position_ids_of(uniq_mask),
-                   use_cache=True)
-    first = out.last_hidden_state[:, -1:].repeat_interleave(G, 0)  # [N, 1, H]: state before token 0
-    if C == 1:
-        return first
-    cache = cache_of(out)
-    cache.batch_repeat_interleave(G)
-    rest = backbone(input_ids=completion_ids[:, :-1], attention_mask=mask[:, :-1],
-                    position_ids=position_ids_of(mask)[:, P:-1], use_cache=True,
-                    **cache_kwargs(backbone, cache)).last_hidden_state  # [N, C - 1, H]
-    return torch.cat([first, rest], 1)
-
-
-def backbone_of(policy: Any) -> nn.Module:
-    """The policy's base transformer (``LlamaModel`` inside ``LlamaForCausalLM``)."""
-    base = policy.base_model
-    if base is policy:
-        raise ValueError(f"{type(policy).__name__} exposes no base model; PPO needs one for its value model")
-    return base
 
 
 def hidden_size_of(policy: Any) -> int:

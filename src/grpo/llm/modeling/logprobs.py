@@ -1,4 +1,5 @@
-"""Per-token log-probabilities of completions under a causal LM, from one forward pass."""
+"""Per-token log-probabilities (and entropy) of completions under a causal LM: one forward pass of the
+model body, then the LM head a chunk of tokens at a time."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from grpo.core import categorical_entropy
 from grpo.llm.modeling.activation_checkpointing import recomputes
-from grpo.llm.modeling.hf import accepts_logits_to_keep, cache_kwargs, cache_of, position_ids_of, shares_prompts
+from grpo.llm.modeling.hf import accepts_logits_to_keep, position_ids_of, shares_prompts
+from grpo.llm.modeling.hidden import LMForward, completion_hidden, lm_head_of
 
 
 def selective_log_softmax(logits: Tensor, ids: Tensor) -> Tensor:
@@ -61,27 +64,46 @@ def logprob_filter(cfg: Any) -> dict[str, Any]:
     return {"top_k": cfg.top_k, "top_p": cfg.top_p} if cfg.filtered_logprobs else {}
 
 
-def _shared_prompt_logits(model: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
-                          completion_mask: Tensor, group_size: int) -> Tensor:
-    """Logits [N, C, V] predicting each completion token, running each prompt once per group.
+# Tokens per chunk of the LM head: their float32 logits [chunk, V] stay near 2**24 elements (64 MiB).
+CHUNK_ELEMENTS = 2 ** 24
 
-    The G rows of a group share their prompt: it is encoded once ([B, P] instead of [N, P]), its
-    KV cache is repeated G times, and only the completions run per row. Gradients flow through
-    the repeated cache into the prompt's computation, so the result equals the plain forward pass.
+
+def _token_stats(head: Any, hidden: Tensor, ids: Tensor, temperature: float, with_entropy: bool,
+                 entropy_grad: bool, top_k: int, top_p: float) -> tuple[Tensor, Tensor]:
+    """Log-prob and entropy [n] of tokens ``ids`` [n] from hidden states [n, H] (entropy 0 if not asked)."""
+    logits = sampler_logits(head(hidden).float() / temperature, ids, top_k, top_p)  # [n, V]
+    logp = selective_log_softmax(logits, ids)  # [n]
+    if not with_entropy:
+        return logp, torch.zeros_like(logp)
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        return logp, categorical_entropy(logits)  # [n]
+
+
+def head_logprobs(head: Any, hidden: Tensor, ids: Tensor, temperature: float = 1.0, with_entropy: bool = False,
+                  entropy_grad: bool = False, top_k: int = 0, top_p: float = 1.0,
+                  chunk: int | None = None) -> tuple[Tensor, Tensor | None]:
+    """Log-probs (and entropy) [N, C] of tokens ``ids`` [N, C] under ``head(hidden)`` for hidden states
+    [N, C, H], computed ``chunk`` tokens at a time (default: about :data:`CHUNK_ELEMENTS` logits).
+
+    The float32 logits, log-softmax and entropy of the whole batch [N, C, V] never exist at once.
+    With gradients, each chunk is an activation checkpoint: the forward keeps only its hidden
+    states, and the backward recomputes that chunk's logits, so it holds one chunk's at a time too.
     """
-    G, P = group_size, prompt_ids.shape[1]
-    uniq_ids, uniq_mask = prompt_ids[::G], prompt_mask[::G]  # [B, P]
-    out = model(input_ids=uniq_ids, attention_mask=uniq_mask, position_ids=position_ids_of(uniq_mask),
-                use_cache=True, logits_to_keep=1)
-    cache = cache_of(out)
-    cache.batch_repeat_interleave(G)
-    first = out.logits[:, -1:].repeat_interleave(G, 0)  # [N, 1, V] predicts completion token 0
-    if completion_ids.shape[1] == 1:
-        return first
-    mask = torch.cat([prompt_mask, completion_mask], dim=1)  # [N, P + C]
-    rest = model(input_ids=completion_ids[:, :-1], attention_mask=mask[:, :-1],
-                 position_ids=position_ids_of(mask)[:, P:-1], use_cache=True, **cache_kwargs(model, cache)).logits
-    return torch.cat([first, rest], dim=1)  # [N, C, V]
+    N, C, H = hidden.shape
+    V = head.weight.shape[0] if hasattr(head, "weight") else head(hidden[:1, :1]).shape[-1]
+    chunk = chunk or max(1, CHUNK_ELEMENTS // V)
+    flat, flat_ids = hidden.reshape(N * C, H), ids.reshape(N * C)  # [N C, H], [N C]
+    args = (temperature, with_entropy, entropy_grad, top_k, top_p)
+    recompute = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
+    parts = []
+    for i in range(0, N * C, chunk):
+        h, t = flat[i:i + chunk], flat_ids[i:i + chunk]
+        if recompute and N * C > chunk:
+            parts.append(checkpoint(_token_stats, head, h, t, *args, use_reentrant=False))
+        else:
+            parts.append(_token_stats(head, h, t, *args))
+    logp = torch.cat([p[0] for p in parts]).view(N, C)
+    return logp, torch.cat([p[1] for p in parts]).view(N, C) if with_entropy else None
 
 
 def completion_logprobs(
@@ -96,6 +118,7 @@ def completion_logprobs(
     group_size: int = 1,
     top_k: int = 0,
     top_p: float = 1.0,
+    chunk: int | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Log-probs [N, C] of each completion token given the prompt and earlier completion tokens.
 
@@ -107,22 +130,26 @@ def completion_logprobs(
     distribution when ``with_entropy``; it carries a gradient only with ``entropy_grad`` (the
     entropy bonus), otherwise it is only logged. With ``group_size`` G > 1 and rows in groups of
     G identical prompts, each prompt is encoded once and its KV cache shared by the group.
+
+    The model body gives hidden states [N, C, H]; the LM head is applied ``chunk`` tokens at a time
+    (:func:`head_logprobs`). A model whose logits are not ``lm_head(hidden)`` (:func:`lm_head_of`)
+    gets the logits of the whole batch from its own forward pass instead.
     """
     C = completion_ids.shape[1]
+    head = lm_head_of(model)
     # Gradient checkpointing drops the KV cache inside the layers: then one plain pass per sequence.
-    if shares_prompts(prompt_ids, prompt_mask, group_size) and accepts_logits_to_keep(model) and not recomputes(model):
-        logits = _shared_prompt_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask, group_size)
-    else:
-        ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [N, P + C]
-        mask = torch.cat([prompt_mask, completion_mask], dim=1)  # [N, P + C]
-        kwargs = {"logits_to_keep": C + 1} if accepts_logits_to_keep(model) else {}
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_of(mask),
-                       use_cache=False, **kwargs).logits  # [N, L', V]
-        logits = logits[:, -(C + 1):-1]  # [N, C, V]: position t predicts completion token t
-    logits = sampler_logits(logits / temperature, completion_ids, top_k, top_p)
-    logp = selective_log_softmax(logits, completion_ids)  # [N, C]
-    entropy = None
-    if with_entropy:
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            entropy = categorical_entropy(logits)  # [N, C]
-    return logp, entropy
+    share = shares_prompts(prompt_ids, prompt_mask, group_size) and not recomputes(model)
+    if head is not None:
+        hidden = completion_hidden(LMForward(model), prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                   group_size, share)  # [N, C, H]
+        return head_logprobs(head, hidden, completion_ids, temperature, with_entropy, entropy_grad, top_k, top_p,
+                             chunk)
+    ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [N, P + C]
+    mask = torch.cat([prompt_mask, completion_mask], dim=1)  # [N, P + C]
+    kwargs = {"logits_to_keep": C + 1} if accepts_logits_to_keep(model) else {}
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_of(mask),
+                   use_cache=False, **kwargs).logits  # [N, L', V]
+    logits = logits[:, -(C + 1):-1]  # [N, C, V]: position t predicts completion token t
+    logp, ent = _token_stats(lambda h: h, logits, completion_ids, temperature, with_entropy, entropy_grad,
+                             top_k, top_p)
+    return logp, ent if with_entropy else None
