@@ -18,6 +18,7 @@ from grpo.core import (
     AGGREGATIONS,
     KL_ESTIMATORS,
     OUTCOME_ESTIMATORS,
+    POLICY_LOSSES,
     AdvantageInputs,
     RATIO_LEVELS,
     REWARD_SCALES,
@@ -182,6 +183,7 @@ VARIANTS = dict(
     kl_estimator=st.sampled_from(KL_ESTIMATORS.names()),
     beta=st.one_of(st.just(0.0), floats32(0.0, 1.0)),
     constant=st.one_of(st.none(), floats32(1.0, 4096.0)),
+    policy_loss=st.sampled_from(POLICY_LOSSES.names()),
 )
 
 
@@ -205,11 +207,11 @@ def test_clipped_objective_never_exceeds_unclipped(batch, clips, ratio_level):
 @SETTINGS
 @given(batch=policy_batch(), clips=CLIPS, **VARIANTS)
 def test_losses_and_gradients_finite_for_extreme_log_probs(batch, clips, aggregation, ratio_level,
-                                                           kl_estimator, beta, constant):
+                                                           kl_estimator, beta, constant, policy_loss):
     logp, old, ref, adv, mask = batch
     logp = logp.clone().requires_grad_(True)
     loss, metrics = grpo_loss(logp, old, adv, mask, ref, beta, clips[0], clips[1], ratio_level,
-                              aggregation, kl_estimator, constant)
+                              aggregation, kl_estimator, constant, policy_loss=policy_loss)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logp.grad).all()
     assert torch.isfinite(metrics["kl/ref"]) and torch.isfinite(metrics["loss/policy"])
@@ -218,7 +220,7 @@ def test_losses_and_gradients_finite_for_extreme_log_probs(batch, clips, aggrega
 @SETTINGS
 @given(data=st.data(), clips=CLIPS, **VARIANTS)
 def test_padding_never_reaches_loss_or_gradients(data, clips, aggregation, ratio_level,
-                                                 kl_estimator, beta, constant):
+                                                 kl_estimator, beta, constant, policy_loss):
     """NaN/inf in padded logp, old_logp, ref_logp or advantages changes neither the loss nor
     any gradient; the gradient at padded positions is exactly 0 (with a real model it would
     otherwise flow into the parameters)."""
@@ -229,7 +231,7 @@ def test_padding_never_reaches_loss_or_gradients(data, clips, aggregation, ratio
     def run(lp, o, r, a):
         lp = lp.clone().requires_grad_(True)
         loss, _ = grpo_loss(lp, o, a, mask, r, beta if beta > 0 else 0.1, clips[0], clips[1],
-                            ratio_level, aggregation, kl_estimator, constant)
+                            ratio_level, aggregation, kl_estimator, constant, policy_loss=policy_loss)
         loss.backward()
         return loss.detach(), lp.grad
 
