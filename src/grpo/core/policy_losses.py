@@ -10,7 +10,7 @@ Padding (mask 0) is zeroed before any arithmetic, so NaN there never reaches a g
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 import torch
@@ -137,6 +137,25 @@ class PolicyLossParams:
     kl_cov_coef: float = 1.0
     dppo_ratio_cap: float = 20.0  # DPPO: cap on the detached ratio that weighs the kept tokens
     seed: int = 0  # Clip-Cov's random choice among candidates
+
+
+def parse_loss_args(specs: list[str] | None, base: PolicyLossParams | None = None) -> PolicyLossParams:
+    """``["sapo_tau_neg=1.1", ...]`` -> PolicyLossParams; a bad name or value is one ValueError line.
+
+    >>> parse_loss_args(["dual_clip_c=4"]).dual_clip_c
+    4.0
+    """
+    allowed = sorted({f.name for f in fields(PolicyLossParams)} - {"eps_low", "eps_high", "ratio_level"})
+    values = {}
+    for spec in specs or []:
+        key, sep, raw = spec.partition("=")
+        if not sep or key not in allowed:
+            raise ValueError(f"policy loss argument {spec!r}: expected NAME=VALUE with NAME one of {allowed}")
+        try:
+            values[key] = int(raw) if key == "seed" else float(raw)
+        except ValueError:
+            raise ValueError(f"policy loss argument {spec!r}: {raw!r} is not a number") from None
+    return replace(base or PolicyLossParams(), **values)
 
 
 PolicyLoss = Callable[..., tuple[Tensor, dict[str, Tensor]]]

@@ -18,8 +18,16 @@ TOKEN_SELECTIONS: Registry = Registry("token selection")
 
 @TOKEN_SELECTIONS.register("all")
 def all_tokens(entropy: Tensor, mask: Tensor, rho: float = 1.0) -> Tensor:
-    """Every real token (GRPO)."""
+    """Every real token (GRPO). Reads no entropy: trainers may pass a dummy."""
     return mask.to(torch.float32)
+
+
+all_tokens.needs_entropy = False  # type: ignore[attr-defined]
+
+
+def needs_entropy(fn) -> bool:
+    """False for selections that ignore the entropy (trainers then skip computing it)."""
+    return bool(getattr(fn, "needs_entropy", True))
 
 
 @TOKEN_SELECTIONS.register("top-entropy")
