@@ -32,10 +32,10 @@ from grpo.core.losses import (
     value_loss,
 )
 from grpo.core.masked import masked_mean, masked_sum, masked_whiten
-from grpo.core.policy_losses import POLICY_LOSSES, RATIO_LEVELS, PolicyLossParams, clipped_surrogate
+from grpo.core.policy_losses import POLICY_LOSSES, RATIO_LEVELS, PolicyLossParams, clipped_surrogate, parse_loss_args
 from grpo.core.registry import Registry
 from grpo.core.rollout_correction import ROLLOUT_CORRECTIONS, off_policy_sequence_mask, rollout_weights
-from grpo.core.token_selection import TOKEN_SELECTIONS, select_tokens
+from grpo.core.token_selection import TOKEN_SELECTIONS, needs_entropy, select_tokens
 
 __all__ = [
     "AGGREGATIONS", "KL_ESTIMATORS", "MAX_LOG_RATIO", "MICRO_BATCH_SHARES", "OUTCOME_ESTIMATORS", "POLICY_LOSSES",
@@ -43,6 +43,7 @@ __all__ = [
     "Registry", "ZERO_STD",
     "aggregate", "categorical_entropy", "clipped_surrogate", "discounted_returns", "explained_variance", "gae",
     "gaussian_entropy", "gaussian_log_prob", "group_advantages", "grpo_loss", "kl_estimate",
-    "masked_mean", "masked_sum", "masked_whiten", "needs_baseline", "off_policy_sequence_mask", "outcome_advantages",
+    "masked_mean", "masked_sum", "masked_whiten", "needs_baseline", "needs_entropy", "off_policy_sequence_mask",
+    "outcome_advantages", "parse_loss_args",
     "process_advantages", "rollout_weights", "select_tokens", "timestep_group_advantages", "value_loss",
 ]

@@ -220,7 +220,7 @@ class GRPOConfig:
                                ("rollout_correction", ROLLOUT_CORRECTIONS)):
             if getattr(self, name) not in registry:
                 raise ValueError(f"{name}={getattr(self, name)!r} unknown; choose one of {registry.names()}")
-        from grpo.core.policy_losses import parse_loss_args
+        from grpo.core import parse_loss_args
 
         parse_loss_args(self.policy_loss_args)  # a bad NAME=VALUE fails here, in one line
         if self.generation not in GENERATION_NAMES:

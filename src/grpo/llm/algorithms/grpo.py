@@ -40,10 +40,8 @@ import torch
 from torch import Tensor
 
 from grpo.core import (MICRO_BATCH_SHARES, OUTCOME_ESTIMATORS, TOKEN_SELECTIONS, AdvantageInputs, aggregate, grpo_loss,
-                       masked_mean, needs_baseline, off_policy_sequence_mask, outcome_advantages, process_advantages,
-                       rollout_weights)
-from grpo.core.policy_losses import parse_loss_args
-from grpo.core.token_selection import needs_entropy
+                       masked_mean, needs_baseline, needs_entropy, off_policy_sequence_mask, outcome_advantages,
+                       parse_loss_args, process_advantages, rollout_weights)
 from grpo.llm.config import GRPOConfig
 from grpo.llm.data.rewards import RewardSet
 from grpo.llm.data.tasks import Row
