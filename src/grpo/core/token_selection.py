@@ -34,15 +34,19 @@ def needs_entropy(fn) -> bool:
 def top_entropy_tokens(entropy: Tensor, mask: Tensor, rho: float = 0.2) -> Tensor:
     """The ``rho`` share of the batch's real tokens with the highest entropy (Wang et al., "Beyond
     the 80/20 rule", arXiv 2506.01939, eq. 7: ``I[H_t >= tau_rho]``, tau_rho the batch's
-    (1 - rho)-quantile of token entropy; rho = 0.2). Ties at the threshold are all kept."""
+    (1 - rho)-quantile of token entropy; rho = 0.2). Exactly round(rho * n) of the n real tokens
+    are kept: ties at the threshold (common for an untrained policy) are cut by topk's order."""
     if not 0 < rho <= 1:
         raise ValueError(f"rho must be in (0, 1], got {rho}")
-    real = entropy.detach()[mask.bool()]  # [n]
-    if real.numel() == 0:
-        return torch.zeros_like(mask, dtype=torch.float32)
-    k = max(1, int(round(rho * real.numel())))
-    tau = real.float().topk(k).values[-1]  # the k-th largest entropy
-    return ((entropy.detach().float() >= tau) & mask.bool()).to(torch.float32)
+    real = mask.bool().flatten()  # [B * T]
+    n = int(real.sum())
+    out = torch.zeros(mask.numel(), dtype=torch.float32, device=mask.device)
+    if n == 0:
+        return out.view(mask.shape)
+    k = max(1, int(round(rho * n)))
+    scores = torch.where(real, entropy.detach().float().flatten(), torch.full_like(out, -float("inf")))
+    out[scores.topk(k).indices] = 1.0
+    return out.view(mask.shape)
 
 
 def select_tokens(name: str, entropy: Tensor, mask: Tensor, rho: float) -> Tensor:
