@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -126,7 +127,8 @@ def report(args: argparse.Namespace) -> None:
                 cells.append("")
                 continue
             solved = [x for x in r["solve"] if x is not None]
-            med_solve = _median(solved) if len(solved) * 2 > len(r["solve"]) else None  # median of all, None = never
+            med = statistics.median([math.inf if x is None else x for x in r["solve"]])  # a seed never solved: inf
+            med_solve = None if math.isinf(med) else med
             s[e] = {"solved": len(solved), "seeds": len(r["solve"]), "median_stable_solve_step": med_solve,
                     "median_final_eval": _median([x for x in r["final"] if x is not None]),
                     "median_train_wall_s": _median([x for x in r["wall"] if x is not None]), "solve_steps": r["solve"]}
