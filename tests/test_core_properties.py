@@ -91,6 +91,17 @@ def test_group_advantages_are_finite_and_zero_mean_per_group(rewards, estimator,
 
 
 @SETTINGS
+@given(rewards=reward_groups(), estimator=st.sampled_from(OUTCOME_ESTIMATORS.names()),
+       scale=st.sampled_from(REWARD_SCALES))
+def test_every_estimator_is_finite_float32(rewards, estimator, scale):
+    B, G = rewards.shape
+    inp = AdvantageInputs(scale=scale, lengths=torch.arange(1, B * G + 1, dtype=torch.float32).view(B, G),
+                          columns=torch.stack([rewards, -rewards], -1), baseline=rewards[:, 0])
+    adv = OUTCOME_ESTIMATORS.get(estimator)(rewards, inp)  # [B, G]
+    assert adv.shape == rewards.shape and adv.dtype == torch.float32 and torch.isfinite(adv).all()
+
+
+@SETTINGS
 @given(rewards=reward_groups())
 def test_group_normalised_advantages_are_standardised(rewards):
     """scale="group": |A| <= (G-1)/sqrt(G) always, and std(A) = 1 once std(r) dwarfs eps."""
