@@ -18,6 +18,8 @@ from grpo.core import (
     AGGREGATIONS,
     KL_ESTIMATORS,
     OUTCOME_ESTIMATORS,
+    POLICY_LOSSES,
+    AdvantageInputs,
     RATIO_LEVELS,
     REWARD_SCALES,
     clipped_surrogate,
@@ -74,10 +76,11 @@ def _with_garbage(draw, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 # Advantages
 # ---------------------------------------------------------------------------------------------
 @SETTINGS
-@given(rewards=reward_groups(), estimator=st.sampled_from(OUTCOME_ESTIMATORS.names()),
+@given(rewards=reward_groups(), estimator=st.sampled_from(["grpo", "rloo", "opo"]),
        scale=st.sampled_from(REWARD_SCALES))
 def test_group_advantages_are_finite_and_zero_mean_per_group(rewards, estimator, scale):
-    adv = OUTCOME_ESTIMATORS.get(estimator)(rewards, scale=scale)  # [B, G]
+    """The per-group baselines (GRPO, RLOO, OPO with equal lengths) centre every group."""
+    adv = OUTCOME_ESTIMATORS.get(estimator)(rewards, AdvantageInputs(scale=scale))  # [B, G]
     assert adv.shape == rewards.shape and adv.dtype == torch.float32
     assert torch.isfinite(adv).all()
     a = adv.double()
@@ -88,10 +91,21 @@ def test_group_advantages_are_finite_and_zero_mean_per_group(rewards, estimator,
 
 
 @SETTINGS
+@given(rewards=reward_groups(), estimator=st.sampled_from(OUTCOME_ESTIMATORS.names()),
+       scale=st.sampled_from(REWARD_SCALES))
+def test_every_estimator_is_finite_float32(rewards, estimator, scale):
+    B, G = rewards.shape
+    inp = AdvantageInputs(scale=scale, lengths=torch.arange(1, B * G + 1, dtype=torch.float32).view(B, G),
+                          columns=torch.stack([rewards, -rewards], -1), baseline=rewards[:, 0])
+    adv = OUTCOME_ESTIMATORS.get(estimator)(rewards, inp)  # [B, G]
+    assert adv.shape == rewards.shape and adv.dtype == torch.float32 and torch.isfinite(adv).all()
+
+
+@SETTINGS
 @given(rewards=reward_groups())
 def test_group_normalised_advantages_are_standardised(rewards):
     """scale="group": |A| <= (G-1)/sqrt(G) always, and std(A) = 1 once std(r) dwarfs eps."""
-    adv = OUTCOME_ESTIMATORS.get("grpo")(rewards, scale="group").double()
+    adv = OUTCOME_ESTIMATORS.get("grpo")(rewards, AdvantageInputs(scale="group")).double()
     G = rewards.shape[1]
     assert (adv.abs() <= (G - 1) / math.sqrt(G) + 1e-5).all()
     spread = rewards.double().std(1) >= 1.0
@@ -180,6 +194,7 @@ VARIANTS = dict(
     kl_estimator=st.sampled_from(KL_ESTIMATORS.names()),
     beta=st.one_of(st.just(0.0), floats32(0.0, 1.0)),
     constant=st.one_of(st.none(), floats32(1.0, 4096.0)),
+    policy_loss=st.sampled_from(POLICY_LOSSES.names()),
 )
 
 
@@ -203,11 +218,11 @@ def test_clipped_objective_never_exceeds_unclipped(batch, clips, ratio_level):
 @SETTINGS
 @given(batch=policy_batch(), clips=CLIPS, **VARIANTS)
 def test_losses_and_gradients_finite_for_extreme_log_probs(batch, clips, aggregation, ratio_level,
-                                                           kl_estimator, beta, constant):
+                                                           kl_estimator, beta, constant, policy_loss):
     logp, old, ref, adv, mask = batch
     logp = logp.clone().requires_grad_(True)
     loss, metrics = grpo_loss(logp, old, adv, mask, ref, beta, clips[0], clips[1], ratio_level,
-                              aggregation, kl_estimator, constant)
+                              aggregation, kl_estimator, constant, policy_loss=policy_loss)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logp.grad).all()
     assert torch.isfinite(metrics["kl/ref"]) and torch.isfinite(metrics["loss/policy"])
@@ -216,7 +231,7 @@ def test_losses_and_gradients_finite_for_extreme_log_probs(batch, clips, aggrega
 @SETTINGS
 @given(data=st.data(), clips=CLIPS, **VARIANTS)
 def test_padding_never_reaches_loss_or_gradients(data, clips, aggregation, ratio_level,
-                                                 kl_estimator, beta, constant):
+                                                 kl_estimator, beta, constant, policy_loss):
     """NaN/inf in padded logp, old_logp, ref_logp or advantages changes neither the loss nor
     any gradient; the gradient at padded positions is exactly 0 (with a real model it would
     otherwise flow into the parameters)."""
@@ -227,7 +242,7 @@ def test_padding_never_reaches_loss_or_gradients(data, clips, aggregation, ratio
     def run(lp, o, r, a):
         lp = lp.clone().requires_grad_(True)
         loss, _ = grpo_loss(lp, o, a, mask, r, beta if beta > 0 else 0.1, clips[0], clips[1],
-                            ratio_level, aggregation, kl_estimator, constant)
+                            ratio_level, aggregation, kl_estimator, constant, policy_loss=policy_loss)
         loss.backward()
         return loss.detach(), lp.grad
 

@@ -58,8 +58,9 @@ def shift_logprobs_by_one_token(monkeypatch):
 
 def rewards_of_another_prompt(monkeypatch):
     """Each group is normalised with the rewards of another prompt's group: [B, G] rolled by one."""
-    real = trainer_mod.group_advantages
-    monkeypatch.setattr(trainer_mod, "group_advantages", lambda scores, scale="group": real(scores.roll(1, 0), scale))
+    real = trainer_mod.outcome_advantages
+    monkeypatch.setattr(trainer_mod, "outcome_advantages",
+                        lambda name, scores, inp=None: real(name, scores.roll(1, 0), inp))
 
 
 @pytest.mark.parametrize("control", [shift_logprobs_by_one_token, rewards_of_another_prompt],

@@ -4,6 +4,7 @@ weights after every update; without vLLM, a one-line error says how to install i
 
 from __future__ import annotations
 
+import math
 import sys
 import types
 
@@ -54,6 +55,9 @@ class FakeLLM:
                     samples.append(types.SimpleNamespace(
                         token_ids=tok.encode("1234567890"[:p.max_tokens], add_special_tokens=False),
                         finish_reason="length"))
+            if getattr(p, "logprobs", None) == 0:  # the sampled token's log-prob: -0.25 for every token
+                for c in samples:
+                    c.logprobs = [{t: types.SimpleNamespace(logprob=-0.25)} for t in c.token_ids]
             outs.append(types.SimpleNamespace(outputs=samples))
         return outs
 
@@ -144,3 +148,17 @@ def test_missing_vllm_says_how_to_install(monkeypatch, tiny_path, tmp_path, caps
     assert code == 2
     err = capsys.readouterr().err
     assert "pip install 'grpo-lab[vllm]'" in err and "--generation cached" in err and len(err.splitlines()) == 1
+
+
+def test_engine_returns_its_sampling_log_probs_for_the_correction(fake_vllm, tiny_path):
+    trainer, cfg = _trainer(tiny_path, rollout_correction="token-truncate")
+    (llm,) = fake_vllm.instances
+    assert llm.kwargs["logprobs_mode"] == "processed_logprobs"  # after temperature and top-k/top-p
+    metrics, groups = trainer.step(0)
+    roll = groups.rollout
+    gen = [c for c in llm.calls if c[0] == "generate"]
+    assert {p.logprobs for p in gen[0][2]} == {0}
+    n0 = int(roll.lengths[0])  # even sample: the sum, then the EOS vLLM left out (its log-prob unknown)
+    assert roll.sampling_logp[0, :n0 - 1].tolist() == [-0.25] * (n0 - 1) and math.isnan(roll.sampling_logp[0, n0 - 1])
+    assert roll.sampling_logp[1, :4].tolist() == [-0.25] * 4
+    assert "rollout_is/ratio_mean" in metrics  # the correction compared them with the trainer's

@@ -41,17 +41,28 @@ from grpo.utils.optim import GuardedStep
 from grpo.core import (
     AGGREGATIONS,
     KL_ESTIMATORS,
+    OUTCOME_ESTIMATORS,
+    POLICY_LOSSES,
     RATIO_LEVELS,
     REWARD_SCALES,
+    TOKEN_SELECTIONS,
+    AdvantageInputs,
     Registry,
     ZERO_STD,
     discounted_returns,
     group_advantages,
     grpo_loss,
     masked_mean,
+    needs_baseline,
+    needs_entropy,
+    off_policy_sequence_mask,
+    parse_loss_args,
     process_advantages,
     timestep_group_advantages,
 )
+
+# Episode-return estimators of the menu (grpo.core.OUTCOME_ESTIMATORS; its "grpo" is "outcome" here).
+MENU_ESTIMATORS = [n for n in OUTCOME_ESTIMATORS.names() if n != "grpo"]
 
 
 @dataclass
@@ -63,7 +74,9 @@ class ControlGRPOConfig:
     advantage: str = field(default="outcome", metadata={
         "help": "outcome: group-normalised episode return on every step; timestep: returns-to-go "
                 "normalised across the group at each t; process: per-step rewards normalised over "
-                "the group (DeepSeekMath 4.1.3)", "choices": ["outcome", "timestep", "process"]})
+                "the group (DeepSeekMath 4.1.3); or an estimator of the menu on episode returns (docs/algorithms.md; "
+                "remax plays one greedy episode per group from its seed, counted in the env steps)",
+        "choices": ["outcome", "timestep", "process", *MENU_ESTIMATORS]})
     reward_scale: str = field(default="group", metadata={
         "help": "divide centred rewards by the group std (GRPO), the batch std, or nothing (Dr. GRPO)",
         "choices": list(REWARD_SCALES)})
@@ -82,6 +95,17 @@ class ControlGRPOConfig:
     kl_estimator: str = field(default="k3", metadata={"help": "KL estimator", "choices": KL_ESTIMATORS.names()})
     ref_sync_every: int = field(default=10, metadata={"help": "R: reset the reference to the policy every R iterations"})
     ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus coefficient"})
+    policy_loss: str = field(default="clip", metadata={
+        "help": "policy surrogate (docs/algorithms.md)", "choices": POLICY_LOSSES.names()})
+    policy_loss_args: list[str] | None = field(default=None, metadata={
+        "help": "constants of the policy loss as NAME=VALUE (grpo.core.PolicyLossParams); none: each paper's"})
+    token_selection: str = field(default="all", metadata={
+        "help": "time steps the policy gradient trains on: all, or top-entropy (the top_entropy_rho share of the "
+                "batch's steps with the highest policy entropy)", "choices": TOKEN_SELECTIONS.names()})
+    top_entropy_rho: float = field(default=0.2, metadata={"help": "token_selection top-entropy: share kept"})
+    off_policy_mask_delta: float | None = field(default=None, metadata={
+        "help": "drop episodes with negative advantage whose mean log-ratio of the collecting policy to the "
+                "current one exceeds this (DeepSeek-V3.2; acts from the second epoch); none: off"})
     max_grad_norm: float = field(default=0.5, metadata={"help": "gradient-norm clip"})
     hidden: list[int] = field(default_factory=lambda: [64, 64], metadata={"help": "hidden layer sizes"})
     activation: str = field(default="tanh", metadata={"help": "hidden activation", "choices": ["tanh", "relu"]})
@@ -102,13 +126,17 @@ class ControlGRPOConfig:
             (0 <= self.gamma <= 1, "gamma must be in [0, 1]"),
             (self.max_grad_norm > 0, "max_grad_norm must be > 0"),
             (self.advantage in ADVANTAGES, f"advantage must be one of {ADVANTAGES.names()}"),
+            (0 < self.top_entropy_rho <= 1, "top_entropy_rho must be in (0, 1]"),
+            (self.off_policy_mask_delta is None or self.off_policy_mask_delta >= 0, "off_policy_mask_delta must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"grpo config: {message}")
         for name, registry in (("ratio_level", RATIO_LEVELS), ("aggregation", AGGREGATIONS),
-                               ("kl_estimator", KL_ESTIMATORS)):
+                               ("kl_estimator", KL_ESTIMATORS), ("policy_loss", POLICY_LOSSES),
+                               ("token_selection", TOKEN_SELECTIONS)):
             registry.get(getattr(self, name))  # raises a ValueError naming the choices
+        parse_loss_args(self.policy_loss_args)
         if self.reward_scale not in REWARD_SCALES:
             raise ValueError(f"grpo config: reward_scale must be one of {REWARD_SCALES}")
 
@@ -142,6 +170,18 @@ def process_step_advantages(batch: EpisodeBatch, cfg: ControlGRPOConfig) -> Tens
     return adv.reshape(E, T) * batch.mask
 
 
+def _menu_advantages(name: str, batch: EpisodeBatch, cfg: ControlGRPOConfig) -> Tensor:
+    """An outcome estimator of the menu on episode returns, given to every step. [E, T]"""
+    shape = (cfg.groups, cfg.group_size)
+    inp = AdvantageInputs(cfg.reward_scale, lengths=batch.lengths.view(shape).float(), baseline=batch.baseline)
+    return OUTCOME_ESTIMATORS.get(name)(batch.returns.view(shape), inp).reshape(-1, 1) * batch.mask
+
+
+for _name in MENU_ESTIMATORS:
+    _fn = ADVANTAGES.register(_name)(lambda batch, cfg, _n=_name: _menu_advantages(_n, batch, cfg))
+    _fn.needs_baseline = needs_baseline(OUTCOME_ESTIMATORS.get(_name))
+
+
 class GRPOAgent:
     """The actor, its reference copy, the optimiser and the episode collector."""
 
@@ -154,6 +194,7 @@ class GRPOAgent:
         self.collector = GroupCollector(info, cfg.groups, cfg.group_size)
         self.seed_rng = np.random.default_rng(seed)  # fresh reset seeds, one per group
         self.iteration = 0
+        self.loss_params = parse_loss_args(cfg.policy_loss_args)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"actor": self.actor} | ({"ref": self.ref} if self.ref is not None else {})
@@ -163,7 +204,21 @@ class GRPOAgent:
 
     def collect(self) -> EpisodeBatch:
         seeds = self.seed_rng.integers(0, 2**31 - 1, size=self.cfg.groups).tolist()
-        return self.collector.collect(self.actor, seeds)
+        batch = self.collector.collect(self.actor, seeds)
+        if needs_baseline(ADVANTAGES.get(self.cfg.advantage)):  # ReMax: a greedy episode per group seed
+            batch.baseline, steps = self.collector.greedy_returns(self.actor, seeds)
+            batch.env_steps += steps
+        return batch
+
+    def _step_weights(self, batch: EpisodeBatch) -> Tensor | None:
+        """[E, T] the token selection over the batch's steps (entropy of the collecting policy), or None."""
+        select = TOKEN_SELECTIONS.get(self.cfg.token_selection)
+        if not needs_entropy(select):
+            return None
+        entropy = torch.zeros(batch.mask.shape)  # [E, T]
+        with torch.no_grad():
+            entropy[batch.mask] = self.actor.log_prob_entropy(batch.obs[batch.mask], batch.actions[batch.mask])[1]
+        return select(entropy, batch.mask, self.cfg.top_entropy_rho)
 
     def update(self, batch: EpisodeBatch, progress: float) -> dict[str, float]:
         cfg = self.cfg
@@ -177,6 +232,7 @@ class GRPOAgent:
             with torch.no_grad():
                 ref_logp[mask] = self.ref.log_prob_entropy(batch.obs[mask], batch.actions[mask])[0]
         E = mask.shape[0]
+        sel = self._step_weights(batch)  # [E, T] or None
         history: list[dict[str, torch.Tensor]] = []
         for epoch in range(cfg.epochs):
             last_epoch = epoch == cfg.epochs - 1  # metrics come from the last epoch only: they are not free
@@ -185,12 +241,18 @@ class GRPOAgent:
                 logp = torch.zeros(mb_mask.shape)  # [e, T]; padding stays 0 and is masked out
                 logp_flat, entropy = self.actor.log_prob_entropy(batch.obs[idx][mb_mask], batch.actions[idx][mb_mask])
                 logp = logp.masked_scatter(mb_mask, logp_flat)
+                pg_w = None if sel is None else sel[idx]
+                if cfg.off_policy_mask_delta is not None:
+                    keep = off_policy_sequence_mask(logp.detach(), batch.logp[idx], adv[idx], mb_mask,
+                                                    cfg.off_policy_mask_delta)  # [e, T]
+                    pg_w = keep if pg_w is None else pg_w * keep
                 loss, metrics = grpo_loss(
                     logp, batch.logp[idx], adv[idx], mb_mask,
                     ref_logp=None if ref_logp is None else ref_logp[idx], beta=cfg.beta,
                     eps_low=cfg.eps_low, eps_high=cfg.eps_high, ratio_level=cfg.ratio_level,
                     aggregation=cfg.aggregation, kl_estimator=cfg.kl_estimator,
-                    constant=float(self.info.max_episode_steps), with_metrics=last_epoch)
+                    constant=float(self.info.max_episode_steps), with_metrics=last_epoch,
+                    policy_loss=cfg.policy_loss, loss_params=self.loss_params, pg_weights=pg_w)
                 entropy_mean = entropy.mean()
                 if cfg.ent_coef:
                     loss = loss - cfg.ent_coef * entropy_mean

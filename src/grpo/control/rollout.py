@@ -27,6 +27,7 @@ class EpisodeBatch:
     mask: Tensor  # [E, T] true on real steps
     returns: Tensor  # [E] undiscounted episode returns
     env_steps: int
+    baseline: Tensor | None = None  # [B] return of the greedy episode from each group's seed (ReMax)
 
     @property
     def lengths(self) -> Tensor:
@@ -95,6 +96,26 @@ class GroupCollector:
             returns=rewards.sum(-1),
             env_steps=int(lengths.sum()),
         )
+
+    def greedy_returns(self, actor: Actor, seeds: list[int]) -> tuple[Tensor, int]:
+        """ReMax's baseline: one greedy-action episode per group, reset with the group's seed, on the
+        first B environments. Returns (returns [B], env steps taken)."""
+        envs = self.envs[:len(seeds)]
+        obs = np.stack([env.reset(seed=int(s))[0] for env, s in zip(envs, seeds)]).astype(np.float32)  # [B, D]
+        returns, steps = np.zeros(len(seeds)), 0
+        active = np.arange(len(seeds))
+        while active.size:
+            actions = actor.to_env(actor.greedy(torch.from_numpy(obs[active])))
+            still = []
+            for k, b in enumerate(active):
+                o, r, term, trunc, _ = envs[b].step(actions[k])
+                returns[b] += float(r)
+                obs[b] = o
+                steps += 1
+                if not (term or trunc):
+                    still.append(b)
+            active = np.asarray(still, dtype=np.int64)
+        return torch.from_numpy(returns).float(), steps
 
     def close(self) -> None:
         for env in self.envs:

@@ -1,10 +1,11 @@
 """Pure tensor math shared by every trainer: advantages, losses, KL, masked reductions.
 
-Nothing here imports gymnasium or transformers.
+Nothing here imports gymnasium or transformers. The algorithm menu (docs/algorithms.md) is a set
+of registries: OUTCOME_ESTIMATORS, POLICY_LOSSES, AGGREGATIONS, TOKEN_SELECTIONS,
+ROLLOUT_CORRECTIONS, KL_ESTIMATORS, RATIO_LEVELS.
 """
 
 from grpo.core.advantages import (
-    OUTCOME_ESTIMATORS,
     REWARD_SCALES,
     ZERO_STD,
     discounted_returns,
@@ -13,6 +14,7 @@ from grpo.core.advantages import (
     process_advantages,
     timestep_group_advantages,
 )
+from grpo.core.estimators import OUTCOME_ESTIMATORS, AdvantageInputs, needs_baseline, outcome_advantages
 from grpo.core.kl import (
     KL_ESTIMATORS,
     MAX_LOG_RATIO,
@@ -24,21 +26,24 @@ from grpo.core.kl import (
 from grpo.core.losses import (
     AGGREGATIONS,
     MICRO_BATCH_SHARES,
-    RATIO_LEVELS,
     aggregate,
-    clipped_surrogate,
     explained_variance,
     grpo_loss,
     value_loss,
 )
 from grpo.core.masked import masked_mean, masked_sum, masked_whiten
+from grpo.core.policy_losses import POLICY_LOSSES, RATIO_LEVELS, PolicyLossParams, clipped_surrogate, parse_loss_args
 from grpo.core.registry import Registry
+from grpo.core.rollout_correction import ROLLOUT_CORRECTIONS, off_policy_sequence_mask, rollout_weights
+from grpo.core.token_selection import TOKEN_SELECTIONS, needs_entropy, select_tokens
 
 __all__ = [
-    "AGGREGATIONS", "KL_ESTIMATORS", "MAX_LOG_RATIO", "MICRO_BATCH_SHARES", "OUTCOME_ESTIMATORS", "RATIO_LEVELS",
-    "REWARD_SCALES", "Registry", "ZERO_STD",
+    "AGGREGATIONS", "KL_ESTIMATORS", "MAX_LOG_RATIO", "MICRO_BATCH_SHARES", "OUTCOME_ESTIMATORS", "POLICY_LOSSES",
+    "RATIO_LEVELS", "REWARD_SCALES", "ROLLOUT_CORRECTIONS", "TOKEN_SELECTIONS", "AdvantageInputs", "PolicyLossParams",
+    "Registry", "ZERO_STD",
     "aggregate", "categorical_entropy", "clipped_surrogate", "discounted_returns", "explained_variance", "gae",
     "gaussian_entropy", "gaussian_log_prob", "group_advantages", "grpo_loss", "kl_estimate",
-    "masked_mean", "masked_sum", "masked_whiten", "process_advantages",
-    "timestep_group_advantages", "value_loss",
+    "masked_mean", "masked_sum", "masked_whiten", "needs_baseline", "needs_entropy", "off_policy_sequence_mask",
+    "outcome_advantages", "parse_loss_args",
+    "process_advantages", "rollout_weights", "select_tokens", "timestep_group_advantages", "value_loss",
 ]

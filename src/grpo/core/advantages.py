@@ -12,7 +12,6 @@ import torch
 from torch import Tensor
 
 from grpo.core.masked import masked_sum
-from grpo.core.registry import Registry
 
 # How the centred rewards are scaled: by the group's std (GRPO, DeepSeekMath 4.1.2), by the std of
 # the whole batch (more robust for small G), or not at all (Dr. GRPO, arXiv 2503.20783, which
@@ -149,9 +148,3 @@ def gae(
         running = deltas[..., t] + gamma * lam * not_end[..., t] * running
         adv[..., t] = running
     return adv, adv + values.float()
-
-
-# Outcome-level advantage estimators for trainers that pick one by name. All share
-# (rewards [B, G], scale) -> [B, G]. (RLOO left with nothing using it; the algorithm menu adds it here.)
-OUTCOME_ESTIMATORS: Registry = Registry("outcome advantage estimator")
-OUTCOME_ESTIMATORS.register("grpo")(group_advantages)

@@ -9,36 +9,15 @@ Every loss returns ``(loss_matrix_or_scalar, metrics)`` with namespaced metric n
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import Tensor
 
-from grpo.core.kl import MAX_LOG_RATIO, kl_estimate
+from grpo.core.kl import kl_estimate
 from grpo.core.masked import masked_mean, masked_sum
+from grpo.core.policy_losses import POLICY_LOSSES, PolicyLossParams, zero_padding
 from grpo.core.registry import Registry
-
-
-# ---------------------------------------------------------------------------------------------
-# Importance ratios: per token (PPO, GRPO) or per sequence (GSPO, arXiv 2507.18071).
-# All share (logp [B, T], old_logp [B, T], mask [B, T]) -> log_ratio [B, T].
-# ---------------------------------------------------------------------------------------------
-RATIO_LEVELS: Registry = Registry("importance ratio level")
-
-
-@RATIO_LEVELS.register("token")
-def token_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
-    """log pi_theta(o_t) / pi_old(o_t) for every token."""
-    return logp - old_logp
-
-
-@RATIO_LEVELS.register("sequence")
-def sequence_log_ratio(logp: Tensor, old_logp: Tensor, mask: Tensor) -> Tensor:
-    """GSPO: the length-normalised sequence ratio (pi_theta(o)/pi_old(o))^(1/|o|), on each token.
-
-    Written as GSPO-token: ``sg[s] + logp - sg[logp]`` so that the value is the sequence
-    ratio and each token's gradient is that of its own log-prob scaled by it.
-    """
-    seq = masked_mean(logp - old_logp, mask, dim=-1).unsqueeze(-1)  # [B, 1]
-    return seq.detach() + logp - logp.detach()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,68 +65,38 @@ def constant_normaliser(loss: Tensor, mask: Tensor, constant: float | None = Non
 MICRO_BATCH_SHARES.register("constant")(lambda m: float(m.shape[0]))  # samples
 
 
+# verl's loss_agg_mode names (verl/trainer/ppo/core_algos.py agg_loss), beside ours.
+@AGGREGATIONS.register("token-sum")
+def token_sum(loss: Tensor, mask: Tensor, constant: float | None = None) -> Tensor:
+    """verl ``token-sum``: the plain sum of every real token's loss (no normaliser)."""
+    return masked_sum(loss, mask)
+
+
+MICRO_BATCH_SHARES.register("token-sum")(lambda m: 1.0)  # a sum: each micro-batch counts in full
+
+
+@AGGREGATIONS.register("seq-mean-token-sum")
+def seq_mean_token_sum(loss: Tensor, mask: Tensor, constant: float | None = None) -> Tensor:
+    """verl ``seq-mean-token-sum``: each sequence's token losses summed, then the mean over rows."""
+    return masked_sum(loss, mask, dim=-1).mean()  # [B] -> scalar
+
+
+MICRO_BATCH_SHARES.register("seq-mean-token-sum")(lambda m: float(m.shape[0]))  # rows
+
+
+@AGGREGATIONS.register("seq-mean-token-sum-norm")
+def seq_mean_token_sum_norm(loss: Tensor, mask: Tensor, constant: float | None = None) -> Tensor:
+    """verl ``seq-mean-token-sum-norm`` (its Dr. GRPO): the sum of all token losses over a constant
+    (default: T, the padded length; verl divides by it, not by the number of rows)."""
+    return masked_sum(loss, mask) / (constant if constant is not None else float(loss.shape[-1]))
+
+
+MICRO_BATCH_SHARES.register("seq-mean-token-sum-norm")(lambda m: 1.0)  # a sum over a fixed constant
+
+
 def aggregate(loss: Tensor, mask: Tensor, mode: str = "sequence-mean", constant: float | None = None) -> Tensor:
     """Reduce a per-token loss [B, T] to a scalar with the aggregation named ``mode``."""
     return AGGREGATIONS.get(mode)(loss, mask, constant)
-
-
-def _zero_padding(mask: Tensor, *xs: Tensor) -> tuple[Tensor, ...]:
-    """Each of ``xs`` [B, T] with padded entries set to 0 before any arithmetic.
-
-    Masking only the final per-token loss keeps NaN/inf padding out of the value but not out of
-    the gradient: backward multiplies the zero upstream gradient by a NaN local derivative.
-    ``where`` passes an exact 0 to the padded entries instead.
-    """
-    zero = torch.zeros((), dtype=xs[0].dtype, device=xs[0].device)
-    return tuple(torch.where(mask.bool(), x, zero) for x in xs)
-
-
-# ---------------------------------------------------------------------------------------------
-# The clipped surrogate (PPO eq. 7; DeepSeekMath eq. 3) with decoupled clip ranges (DAPO).
-# ---------------------------------------------------------------------------------------------
-def clipped_surrogate(
-    logp: Tensor,
-    old_logp: Tensor,
-    advantages: Tensor,
-    mask: Tensor,
-    eps_low: float = 0.2,
-    eps_high: float | None = None,
-    ratio_level: str = "token",
-    with_metrics: bool = True,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """Per-token loss ``-min(r A, clip(r, 1 - eps_low, 1 + eps_high) A)``.
-
-    ``logp``, ``old_logp``, ``mask`` [B, T]; ``advantages`` [B, T] or [B] (broadcast to every
-    token, outcome supervision). ``eps_high`` defaults to ``eps_low`` (symmetric PPO clip);
-    DAPO's clip-higher sets it larger. Returns (loss [B, T], metrics) with metrics:
-    ``clip/low_frac`` (share of tokens whose gradient the lower clip removed: A < 0, r < 1-eps),
-    ``clip/high_frac`` (A > 0, r > 1+eps), ``policy/ratio_mean``, ``policy/approx_kl_old``
-    (k3 of pi_old against pi_theta, how far the policy moved during the update). With
-    ``with_metrics=False`` the metrics are skipped (they cost as much as the loss on small nets).
-    """
-    eps_high = eps_low if eps_high is None else eps_high
-    if advantages.dim() == logp.dim() - 1:
-        advantages = advantages.unsqueeze(-1)  # [B, 1]
-    advantages = advantages.to(logp.dtype).expand_as(logp)  # [B, T]
-    logp, old_logp, advantages = _zero_padding(mask, logp, old_logp, advantages)
-    log_ratio = RATIO_LEVELS.get(ratio_level)(logp, old_logp, mask)
-    ratio = torch.exp(log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))  # [B, T]
-    unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
-    loss = -torch.min(unclipped, clipped)  # [B, T]
-    if not with_metrics:
-        return loss, {}
-    with torch.no_grad():
-        low = (ratio < 1.0 - eps_low) & (advantages < 0)
-        high = (ratio > 1.0 + eps_high) & (advantages > 0)
-        lr = log_ratio.detach()
-        metrics = {
-            "clip/low_frac": masked_mean(low.float(), mask),
-            "clip/high_frac": masked_mean(high.float(), mask),
-            "policy/ratio_mean": masked_mean(ratio.detach(), mask),
-            "policy/approx_kl_old": masked_mean(torch.exp(lr) - 1 - lr, mask),
-        }
-    return loss, metrics
 
 
 def value_loss(
@@ -188,27 +137,36 @@ def grpo_loss(
     kl_estimator: str = "k3",
     constant: float | None = None,
     with_metrics: bool = True,
+    policy_loss: str = "clip",
+    loss_params: PolicyLossParams | None = None,
+    pg_weights: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The GRPO objective (DeepSeekMath eq. 3), negated for minimisation.
 
     Per token: ``-min(r A, clip(r) A) + beta * KL_t(pi_theta || pi_ref)``, then aggregated by
     ``aggregation`` (the paper: mean over each output's tokens, then over outputs). The KL enters
     the loss, not the reward, as in the paper. ``ref_logp`` may be None when ``beta == 0``.
-    Shapes as in :func:`clipped_surrogate`. Returns (scalar loss, metrics).
+    ``policy_loss`` names the surrogate in :data:`grpo.core.policy_losses.POLICY_LOSSES` (``clip``:
+    the paper's), with its constants in ``loss_params`` (``eps_low``, ``eps_high`` and ``ratio_level``
+    here override theirs). ``pg_weights`` [B, T] (detached) scales the policy term per token: the
+    top-entropy selection and the rollout importance-sampling correction; the KL term is not scaled.
+    Shapes as in :func:`grpo.core.policy_losses.clipped_surrogate`. Returns (scalar loss, metrics).
     """
-    per_token, metrics = clipped_surrogate(logp, old_logp, advantages, mask, eps_low, eps_high, ratio_level,
-                                           with_metrics)
+    params = replace(loss_params or PolicyLossParams(), eps_low=eps_low, eps_high=eps_high, ratio_level=ratio_level)
+    per_token, metrics = POLICY_LOSSES.get(policy_loss)(logp, old_logp, advantages, mask, params, with_metrics)
+    if pg_weights is not None:
+        per_token = per_token * zero_padding(mask, pg_weights.detach().to(per_token.dtype))[0]
     if with_metrics:
         metrics["loss/policy"] = aggregate(per_token.detach(), mask, aggregation, constant)
     if beta > 0:
         if ref_logp is None:
             raise ValueError("beta > 0 needs the reference policy's log-probs (ref_logp)")
-        kl = kl_estimate(*_zero_padding(mask, logp, ref_logp), kl_estimator)  # [B, T]
+        kl = kl_estimate(*zero_padding(mask, logp, ref_logp), kl_estimator)  # [B, T]
         per_token = per_token + beta * kl
         if with_metrics:
             metrics["kl/ref"] = masked_mean(kl.detach(), mask)
     elif ref_logp is not None and with_metrics:
-        kl = kl_estimate(*_zero_padding(mask, logp.detach(), ref_logp), kl_estimator)
+        kl = kl_estimate(*zero_padding(mask, logp.detach(), ref_logp), kl_estimator)
         metrics["kl/ref"] = masked_mean(kl, mask)
     loss = aggregate(per_token, mask, aggregation, constant)
     if with_metrics:

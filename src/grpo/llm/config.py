@@ -9,7 +9,14 @@ from pathlib import Path
 # torch (``grpo --help`` stays instant); __post_init__ and a test check them against the registries.
 KL_ESTIMATOR_NAMES = ("k1", "k2", "k3")
 RATIO_LEVEL_NAMES = ("sequence", "token")
-AGGREGATION_NAMES = ("constant", "sequence-mean", "token-mean")
+AGGREGATION_NAMES = ("constant", "seq-mean-token-sum", "seq-mean-token-sum-norm", "sequence-mean", "token-mean",
+                     "token-sum")
+# The algorithm menu (docs/algorithms.md): grpo.core's OUTCOME_ESTIMATORS, POLICY_LOSSES, TOKEN_SELECTIONS, ...
+ADVANTAGE_ESTIMATOR_NAMES = ("gdpo", "grpo", "grpo-passk", "opo", "reinforce++", "reinforce++-baseline", "remax", "rloo")
+POLICY_LOSS_NAMES = ("cispo", "clip", "clip-cov", "clip-higher", "dppo-kl", "dppo-tv", "dual-clip", "gmpo", "gspo",
+                     "kl-cov", "sapo")
+TOKEN_SELECTION_NAMES = ("all", "top-entropy")
+ROLLOUT_CORRECTION_NAMES = ("none", "sequence-mask", "sequence-truncate", "token-mask", "token-truncate")
 REWARD_SCALE_NAMES = ("group", "batch", "none")
 GENERATION_NAMES = ("cached", "hf", "vllm")
 MIXED_PRECISION_NAMES = ("no", "bf16", "fp16")
@@ -118,7 +125,8 @@ class GRPOConfig:
     ratio_level: str = field(default="token", metadata=_help(
         "importance ratio per token (GRPO) or per sequence (GSPO)", choices=RATIO_LEVEL_NAMES))
     aggregation: str = field(default="sequence-mean", metadata=_help(
-        "loss normaliser: sequence-mean (paper), token-mean (DAPO), constant (Dr. GRPO)", choices=AGGREGATION_NAMES))
+        "loss normaliser: sequence-mean (paper), token-mean (DAPO), constant (Dr. GRPO); verl's token-sum, "
+        "seq-mean-token-sum, seq-mean-token-sum-norm", choices=AGGREGATION_NAMES))
     loss_constant: float | None = field(default=None, metadata=_help(
         "normaliser per sequence for aggregation=constant; none: max_new_tokens"))
     reward_scale: str = field(default="group", metadata=_help(
@@ -132,6 +140,30 @@ class GRPOConfig:
     ref_reset_every: int = field(default=0, metadata=_help(
         "iterative GRPO: reset the reference to the policy every R steps; 0: never"))
     entropy_coef: float = field(default=0.0, metadata=_help("entropy bonus coefficient (0: only logged)"))
+    # --- algorithm menu (docs/algorithms.md; every name is a registry entry of grpo.core) ----
+    advantage_estimator: str = field(default="grpo", metadata=_help(
+        "outcome advantages: grpo (paper), rloo, reinforce++, reinforce++-baseline, remax (one greedy completion "
+        "per prompt as baseline), opo, grpo-passk, gdpo (each reward normalised in its group, then summed)",
+        choices=ADVANTAGE_ESTIMATOR_NAMES))
+    policy_loss: str = field(default="clip", metadata=_help(
+        "policy surrogate: clip (paper), clip-higher, dual-clip, gspo, cispo, gmpo, sapo, clip-cov, kl-cov, "
+        "dppo-tv, dppo-kl", choices=POLICY_LOSS_NAMES))
+    policy_loss_args: list[str] | None = field(default=None, metadata=_help(
+        "constants of the policy loss as NAME=VALUE (fields of grpo.core.PolicyLossParams, e.g. "
+        "sapo_tau_neg=1.05 dual_clip_c=3); none: each paper's"))
+    token_selection: str = field(default="all", metadata=_help(
+        "tokens the policy gradient trains on: all, or top-entropy (the top_entropy_rho share of the batch's "
+        "tokens with the highest entropy, arXiv 2506.01939)", choices=TOKEN_SELECTION_NAMES))
+    top_entropy_rho: float = field(default=0.2, metadata=_help("token_selection top-entropy: share of tokens kept"))
+    rollout_correction: str = field(default="none", metadata=_help(
+        "importance-sampling correction between the sampling engine's log-probs and the trainer's: token- or "
+        "sequence-level, truncate (TIS) or mask (MIS/IcePop); acts with engines that return log-probs (vllm)",
+        choices=ROLLOUT_CORRECTION_NAMES))
+    rollout_correction_cap: float = field(default=3.0, metadata=_help(
+        "rollout_correction: ratios above this are truncated to it, or masked (below 1/cap too)"))
+    off_policy_mask_delta: float | None = field(default=None, metadata=_help(
+        "DeepSeek-V3.2 off-policy sequence masking: drop sequences with negative advantage whose mean log-ratio "
+        "of the sampling policy to the current one exceeds this; none: off"))
     max_grad_norm: float | None = field(default=1.0, metadata=_help("gradient clipping; none: off"))
     nonfinite_limit: int = field(default=20, metadata=_help(
         "a non-finite loss or gradient skips the update; this many in a row stop the run"))
@@ -215,17 +247,25 @@ class GRPOConfig:
             "env_failure": self.env_failure in ("raise", "zero", "drop"),
             "tool_timeout_s": self.tool_timeout_s is None or self.tool_timeout_s > 0,
             "env_eval_episodes": self.env_eval_episodes >= 0, "env_feedback": self.env_feedback in ("show", "hide"),
+            "top_entropy_rho": 0 < self.top_entropy_rho <= 1, "rollout_correction_cap": self.rollout_correction_cap > 1,
+            "off_policy_mask_delta": self.off_policy_mask_delta is None or self.off_policy_mask_delta >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid GRPOConfig value(s): " + ", ".join(f"{b}={getattr(self, b)!r}" for b in bad)
                              + " (see --help for the allowed range)")
-        from grpo.core import AGGREGATIONS, KL_ESTIMATORS, RATIO_LEVELS, REWARD_SCALES
+        from grpo.core import (AGGREGATIONS, KL_ESTIMATORS, OUTCOME_ESTIMATORS, POLICY_LOSSES, RATIO_LEVELS,
+                               REWARD_SCALES, ROLLOUT_CORRECTIONS, TOKEN_SELECTIONS)
 
         for name, registry in (("kl_estimator", KL_ESTIMATORS), ("ratio_level", RATIO_LEVELS),
-                               ("aggregation", AGGREGATIONS)):
+                               ("aggregation", AGGREGATIONS), ("advantage_estimator", OUTCOME_ESTIMATORS),
+                               ("policy_loss", POLICY_LOSSES), ("token_selection", TOKEN_SELECTIONS),
+                               ("rollout_correction", ROLLOUT_CORRECTIONS)):
             if getattr(self, name) not in registry:
                 raise ValueError(f"{name}={getattr(self, name)!r} unknown; choose one of {registry.names()}")
+        from grpo.core import parse_loss_args
+
+        parse_loss_args(self.policy_loss_args)  # a bad NAME=VALUE fails here, in one line
         if self.generation not in GENERATION_NAMES:
             raise ValueError(f"generation={self.generation!r} unknown; choose one of {list(GENERATION_NAMES)}")
         if self.lr_schedule not in LR_SCHEDULE_NAMES:

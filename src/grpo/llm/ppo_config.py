@@ -53,7 +53,11 @@ class PPOConfig(GRPOConfig):
             raise ValueError("invalid PPOConfig value(s): " + ", ".join(f"{b}={getattr(self, b)!r}" for b in bad)
                              + " (minibatches must be in [1, prompts_per_step]; see --help)")
         grpo_only = {"dynamic_sampling": self.dynamic_sampling, "mu": self.mu != 1,
-                     "ref_reset_every": self.ref_reset_every != 0}
+                     "ref_reset_every": self.ref_reset_every != 0,
+                     "advantage_estimator": self.advantage_estimator != "grpo",  # PPO's advantages are GAE
+                     "token_selection": self.token_selection != "all",
+                     "rollout_correction": self.rollout_correction != "none",
+                     "off_policy_mask_delta": self.off_policy_mask_delta is not None}
         given = [name for name, on in grpo_only.items() if on]
         if given:
             raise ValueError(f"{', '.join(given)}: GRPO-only option(s); PPO uses --epochs and --minibatches")

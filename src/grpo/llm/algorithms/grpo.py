@@ -23,7 +23,12 @@ Sampling and scoring are the rollout stage (:class:`grpo.llm.rollout.sampler.Sam
 - k3 is biased once pi_theta != pi_old (mu > 1); we keep the paper's estimator (core/kl.py).
 - Options beyond the paper, all off by default: clip-higher (DAPO), dynamic sampling (DAPO),
   overlong masking (DAPO), token-mean or constant aggregation (DAPO, Dr. GRPO), sequence-level
-  ratio (GSPO), batch-std or no reward scaling (Dr. GRPO), entropy bonus.
+  ratio (GSPO), batch-std or no reward scaling (Dr. GRPO), entropy bonus, and the algorithm menu
+  (docs/algorithms.md): advantage estimators, policy losses, top-entropy tokens and the rollout
+  importance-sampling correction, each picked by name from grpo.core's registries.
+- remax generates one greedy completion per prompt each step (its baseline); its time is in the
+  step's time and in ``time/baseline_s``. gdpo normalises every reward column, a process reward's
+  logged step mean included.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from grpo.core import MICRO_BATCH_SHARES, aggregate, group_advantages, grpo_loss, masked_mean, process_advantages
+from grpo.core import (MICRO_BATCH_SHARES, OUTCOME_ESTIMATORS, TOKEN_SELECTIONS, AdvantageInputs, aggregate, grpo_loss,
+                       masked_mean, needs_baseline, needs_entropy, off_policy_sequence_mask, outcome_advantages,
+                       parse_loss_args, process_advantages, rollout_weights)
 from grpo.llm.config import GRPOConfig
 from grpo.llm.data.rewards import RewardSet
 from grpo.llm.data.tasks import Row
@@ -73,6 +80,9 @@ class GRPOTrainer:
         # Non-finite losses or gradients skip the step; nonfinite_limit in a row stop the run.
         self.guard = GuardedStep(self.opt, cfg.max_grad_norm or float("inf"), cfg.nonfinite_limit)
         self.share = MICRO_BATCH_SHARES.get(cfg.aggregation)
+        self.estimator = OUTCOME_ESTIMATORS.get(cfg.advantage_estimator)
+        self.loss_params = parse_loss_args(cfg.policy_loss_args)
+        self.reward_weights = torch.tensor([rewards.weights.get(n, 1.0) for n in rewards.fns])  # [K] (gdpo)
 
     def checkpoint_modules(self) -> dict[str, Any]:
         """Modules saved in checkpoints beside the policy: none for GRPO (PPO: its value model)."""
@@ -84,9 +94,14 @@ class GRPOTrainer:
         G, roll = self.cfg.group_size, g.rollout
         N, C = roll.completion_ids.shape
         B = len(g.rows)
-        # Over the global batch (batch std needs every process's rewards); this process's groups kept.
-        scores = self.rt.cat(g.scored.total.view(-1, G))  # [B_global, G]
-        adv = group_advantages(scores, self.cfg.reward_scale)[self.rt.rank * B:(self.rt.rank + 1) * B]  # [B, G]
+        # Over the global batch (batch statistics need every process's rewards); this process's groups kept.
+        rt = self.rt
+        scores = rt.cat(g.scored.total.view(-1, G))  # [B_global, G]
+        baseline = rt.cat(self.sampler.greedy_rewards(g.rows)) if needs_baseline(self.estimator) else None  # [B_global]
+        inp = AdvantageInputs(self.cfg.reward_scale, lengths=rt.cat(roll.lengths.view(-1, G).float().cpu()),
+                              columns=rt.cat(g.scored.per_fn.view(-1, G, g.scored.per_fn.shape[-1])),
+                              weights=self.reward_weights, baseline=baseline)
+        adv = outcome_advantages(self.cfg.advantage_estimator, scores, inp)[rt.rank * B:(rt.rank + 1) * B]  # [B, G]
         adv = adv.reshape(N, 1).expand(N, C).to(self.device)  # [N, C]
         if g.scored.steps is not None:
             r, ends, mask = step_token_ends(self.tok, roll.completion_ids.cpu(), g.scored.steps, G)  # [B, G, S]
@@ -105,6 +120,33 @@ class GRPOTrainer:
         with torch.no_grad():
             return torch.cat([self._logprobs(model, roll, mb)[0] for mb in self._micro_batches(roll)])
 
+    def _token_weights(self, roll: Rollout, loss_mask: Tensor) -> Tensor | None:
+        """[N, C] the token selection's weights over the whole batch (from pi_old's entropy), or None."""
+        select = TOKEN_SELECTIONS.get(self.cfg.token_selection)
+        if not needs_entropy(select):
+            return None
+        with torch.no_grad():
+            ent = torch.cat([self._logprobs(self.policy, roll, mb, with_entropy=True)[1]
+                             for mb in self._micro_batches(roll)])  # [N, C]
+        # Several processes: each takes the top share of its own part of the batch (close to, not exactly,
+        # the global batch's quantile).
+        return select(ent, loss_mask, self.cfg.top_entropy_rho)
+
+    def _pg_weights(self, logp: Tensor, old: Tensor, engine: Tensor | None, adv: Tensor, mask: Tensor,
+                    sel: Tensor | None) -> tuple[Tensor | None, dict[str, Tensor]]:
+        """[n, C] per-token weights of the policy term: token selection x rollout IS correction x
+        off-policy sequence mask (each optional); and their metrics."""
+        cfg, w, m = self.cfg, sel, {}
+        sampled = old if engine is None else torch.where(torch.isnan(engine), old, engine)  # NaN: unknown to the engine
+        if engine is not None:
+            is_w, m = rollout_weights(cfg.rollout_correction, old, sampled, mask, cfg.rollout_correction_cap)
+            w = is_w if w is None else w * is_w
+        if cfg.off_policy_mask_delta is not None:
+            keep = off_policy_sequence_mask(logp.detach(), sampled, adv, mask, cfg.off_policy_mask_delta)
+            m["rollout_is/off_policy_masked_frac"] = masked_mean(1 - keep, mask)
+            w = keep if w is None else w * keep
+        return w, m
+
     def _micro_batches(self, roll: Rollout) -> list[slice]:
         n = len(roll.completions)
         size = self.cfg.micro_batch or n
@@ -121,6 +163,8 @@ class GRPOTrainer:
         # The global batch's normaliser. DDP/FSDP/DeepSpeed average gradients over processes, so each
         # process's loss is scaled by the world size: the sum is exactly the full batch's gradient.
         total = float(rt.sum(self.share(loss_mask)))
+        sel = self._token_weights(roll, loss_mask)  # [N, C] or None
+        engine = roll.sampling_logp  # [N, C] the sampling engine's log-probs, when it gives them
         constant = cfg.loss_constant or float(cfg.max_new_tokens)  # Dr. GRPO's normaliser per sequence
         metrics: dict[str, float] = {}
         mbs = self._micro_batches(roll)
@@ -136,9 +180,13 @@ class GRPOTrainer:
                     logp, ent = self._logprobs(self.policy, roll, mb, with_entropy=True,
                                                entropy_grad=cfg.entropy_coef > 0)
                     old = old_logp[mb] if old_logp is not None else logp.detach()
+                    pg_w, w_metrics = self._pg_weights(logp, old, None if engine is None else engine[mb].to(old),
+                                                       adv[mb], mask, None if sel is None else sel[mb])
                     loss, m = grpo_loss(logp, old, adv[mb], mask, None if ref_logp is None else ref_logp[mb], cfg.beta,
                                         cfg.eps_low, cfg.eps_high, cfg.ratio_level, cfg.aggregation, cfg.kl_estimator,
-                                        constant)
+                                        constant, policy_loss=cfg.policy_loss, loss_params=self.loss_params,
+                                        pg_weights=pg_w)
+                    m.update(w_metrics)
                     m["policy/entropy"] = masked_mean(ent.detach(), mask)
                     if cfg.entropy_coef > 0:
                         loss = loss - cfg.entropy_coef * aggregate(ent, mask, cfg.aggregation, constant)

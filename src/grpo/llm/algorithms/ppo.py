@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from grpo.core import aggregate, explained_variance, gae, grpo_loss, kl_estimate, masked_mean
-from grpo.core import MICRO_BATCH_SHARES, masked_whiten, value_loss
+from grpo.core import MICRO_BATCH_SHARES, masked_whiten, parse_loss_args, value_loss
 from grpo.llm.data.tasks import Row
 from grpo.llm.rollout.batch import Batch, batch_metrics
 from grpo.llm.rollout.generation import Rollout
@@ -215,7 +215,8 @@ class PPOTrainer:
         logp, values, ent = self.forward(sub, with_entropy=with_metrics or cfg.entropy_coef > 0)
         ref = ref_logp[rows] if ref_logp is not None and self.beta_loss else None  # KL in the loss only
         pg, m = grpo_loss(logp, old_logp[rows], adv[rows], lm, ref, self.beta_loss, cfg.eps_low, cfg.eps_high,
-                          cfg.ratio_level, cfg.aggregation, cfg.kl_estimator, constant, with_metrics)
+                          cfg.ratio_level, cfg.aggregation, cfg.kl_estimator, constant, with_metrics,
+                          policy_loss=cfg.policy_loss, loss_params=parse_loss_args(cfg.policy_loss_args))
         v_tok, vm = value_loss(values, old_values[rows], returns[rows], lm, cfg.value_clip)  # [n, C]
         v = aggregate(v_tok, lm, cfg.aggregation, constant)
         loss = pg + cfg.vf_coef * v

@@ -33,6 +33,9 @@ class Rollout:
     completion_mask: Tensor  # [N, C] 1 up to and including the first EOS
     truncated: Tensor  # [N] bool: no EOS within max_new_tokens
     completions: list[str]  # [N] decoded, special tokens removed
+    # [N, C] the engine's log-prob of each sampled token (its sampling distribution); NaN where unknown;
+    # None: the engine returns none. The rollout importance-sampling correction compares it with the trainer's.
+    sampling_logp: Tensor | None = None
 
     @property
     def lengths(self) -> Tensor:  # [N]
@@ -41,7 +44,8 @@ class Rollout:
     def select(self, rows: Tensor) -> "Rollout":
         idx = rows.tolist()
         return Rollout(self.prompt_ids[rows], self.prompt_mask[rows], self.completion_ids[rows],
-                       self.completion_mask[rows], self.truncated[rows], [self.completions[i] for i in idx])
+                       self.completion_mask[rows], self.truncated[rows], [self.completions[i] for i in idx],
+                       None if self.sampling_logp is None else self.sampling_logp[rows])
 
     @staticmethod
     def cat(parts: list["Rollout"], pad_id: int) -> "Rollout":
@@ -62,6 +66,9 @@ class Rollout:
             torch.cat([right(r.completion_mask, C, 0) for r in parts]),
             torch.cat([r.truncated for r in parts]),
             [c for r in parts for c in r.completions],
+            None if any(r.sampling_logp is None for r in parts)
+            else torch.cat([torch.nn.functional.pad(r.sampling_logp, (0, C - r.sampling_logp.shape[1]), value=0.0)
+                            for r in parts]),
         )
 
 
@@ -108,8 +115,9 @@ def encode_prompts(tokenizer: Any, texts: list[str], device: torch.device, max_c
 
 
 def finish_rollout(tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor, eos: list[int],
-                   group_size: int) -> Rollout:
-    """The Rollout of sampled ``completion_ids`` [N, C] for prompts [B, P] (each repeated G times).
+                   group_size: int, sampling_logp: Tensor | None = None) -> Rollout:
+    """The Rollout of sampled ``completion_ids`` [N, C] for prompts [B, P] (each repeated G times);
+    ``sampling_logp`` [N, C]: the engine's log-probs of those tokens, if it gives them.
 
     The mask keeps the EOS that ended a completion (its probability is trained too) and nothing after
     it; the text stops before that EOS, whether or not the tokenizer calls it special."""
@@ -118,7 +126,7 @@ def finish_rollout(tokenizer: Any, prompt_ids: Tensor, prompt_mask: Tensor, comp
     texts = tokenizer.batch_decode([row[:n] for row, n in zip(completion_ids.tolist(), text_lengths)],
                                    skip_special_tokens=True)
     return Rollout(prompt_ids.repeat_interleave(group_size, 0), prompt_mask.repeat_interleave(group_size, 0),
-                   completion_ids, mask, truncated, texts)
+                   completion_ids, mask, truncated, texts, sampling_logp)
 
 
 @GENERATORS.register("cached")
@@ -162,6 +170,7 @@ def generate_cached(
     pos = position_ids_of(mask)[:, -1:] + 1  # [n, 1]
     N = mask.shape[0]
     tokens = torch.full((N, max_new_tokens), tokenizer.pad_token_id, dtype=torch.long, device=mask.device)  # [N, C]
+    sampled_logp = torch.zeros(N, max_new_tokens, device=mask.device)  # [N, C] log-prob of each sampled token
     active = torch.arange(N, device=mask.device)  # [n] rows that have not emitted EOS
     keys = None if prompt_keys is None else sample_keys(prompt_keys.cpu(), group_size)  # [N]
     done = torch.zeros(N, dtype=torch.bool, device=mask.device)  # [N] rows that emitted EOS (synced only)
@@ -175,6 +184,7 @@ def generate_cached(
                 nxt = torch.multinomial(probs, 1).squeeze(-1)  # [n]
             else:
                 nxt = sample_from(probs, uniforms(keys[active.cpu()], t).to(probs.device))  # [n]
+            sampled_logp[active, t] = probs.gather(1, nxt[:, None]).squeeze(1).log()
         if synced:
             live = ~done[active]  # [n] rows still sampling; the others ride along for the collective passes
             tokens[active[live], t] = nxt[live]
@@ -196,7 +206,8 @@ def generate_cached(
         cache = cache_of(out)
         logits, pos = out.logits[:, -1].float(), pos + 1
     model.train(was_training)
-    return finish_rollout(tokenizer, prompt_ids, prompt_mask, tokens[:, :steps], eos, group_size)
+    return finish_rollout(tokenizer, prompt_ids, prompt_mask, tokens[:, :steps], eos, group_size,
+                          None if greedy else sampled_logp[:, :steps])
 
 
 def synced_processes(model: Any) -> bool:

@@ -64,6 +64,18 @@ class Sampler:
         zero = float((~varied_groups(scored, G)).float().mean())
         return Batch(rows, texts, roll, scored, zero, gen_seconds)
 
+    def greedy_rewards(self, rows: list[Row]) -> Tensor:
+        """[B] total reward of one greedy completion per row: ReMax's baseline (arXiv 2310.10505)."""
+        cfg = self.cfg
+        texts = prompt_texts(self.tok, [r["prompt"] for r in rows])
+        with self.rt.generation(self.policy) as model:
+            ids, mask = encode_prompts(self.tok, texts, self.device, context_length(model), cfg.max_new_tokens)
+            roll = self.generate_fn(model, self.tok, ids, mask, 1, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
+                                    cfg.top_k, True, None)
+        scored = self.rewards(texts, roll.completions, completion_lengths=roll.lengths.tolist(),
+                              max_new_tokens=cfg.max_new_tokens, **columns_of(rows, 1))
+        return scored.total.float()  # [B]
+
     def collect(self, step: int) -> Batch:
         """Prompts of this step and their groups; with dynamic sampling, all-equal groups are
         dropped and more prompts sampled (at most ``max_resample`` extra rounds)."""

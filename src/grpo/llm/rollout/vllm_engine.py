@@ -11,11 +11,18 @@ takes (name, tensor) pairs in the Hugging Face naming. The engine runs in-proces
 After a push the prefix cache is reset: cached prompt encodings were computed with old weights.
 An adapter run pushes the merged weights (adapters merged in place, then unmerged).
 
+Each sampled token's log-prob is returned (``SamplingParams(logprobs=0)``) as ``Rollout.sampling_logp``,
+so ``--rollout-correction`` compares the engine's distribution with the trainer's. The engine is asked
+for ``logprobs_mode="processed_logprobs"`` (after temperature and top-k/top-p, the distribution the
+token was drawn from, as the trainer's log-probs are); a vLLM without that option gives raw log-probs,
+which are the sampling distribution's only at temperature 1 without top-k/top-p, so only then are they kept.
+
 vLLM is imported only here, only when asked for; it is not installable on a CPU-only machine.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -62,10 +69,15 @@ class VLLMGenerator:
             kwargs["distributed_executor_backend"] = "external_launcher"  # one engine per training process
         if cfg.vllm_max_model_len:
             kwargs["max_model_len"] = cfg.vllm_max_model_len
-        self.llm = self.vllm.LLM(
-            model=hf.config._name_or_path, tokenizer=hf.config._name_or_path,
-            dtype=str(next(hf.parameters()).dtype).removeprefix("torch."), seed=cfg.seed,
-            gpu_memory_utilization=cfg.vllm_gpu_memory_utilization, enable_prefix_caching=True, **kwargs)
+        common = dict(model=hf.config._name_or_path, tokenizer=hf.config._name_or_path,
+                      dtype=str(next(hf.parameters()).dtype).removeprefix("torch."), seed=cfg.seed,
+                      gpu_memory_utilization=cfg.vllm_gpu_memory_utilization, enable_prefix_caching=True, **kwargs)
+        try:
+            self.llm = self.vllm.LLM(logprobs_mode="processed_logprobs", **common)
+            self.processed_logprobs = True
+        except TypeError:  # an older vLLM: raw log-probs only (see the module docstring)
+            self.llm = self.vllm.LLM(**common)
+            self.processed_logprobs = False
         self.pushes = 0
         self.push_weights(model)  # a resumed run or an adapter run differs from the folder vLLM loaded
 
@@ -88,18 +100,28 @@ class VLLMGenerator:
             top_k=-1 if greedy or not top_k else top_k, max_tokens=max_new_tokens, stop_token_ids=eos,
             # stated, not left to defaults: the log-probs assume no penalty and no min-p filter
             min_p=0.0, repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0,
-            seed=None if prompt_keys is None else int(prompt_keys[b]) % (2 ** 31 - 1), detokenize=False)
+            seed=None if prompt_keys is None else int(prompt_keys[b]) % (2 ** 31 - 1), detokenize=False,
+            logprobs=None if greedy else 0)  # 0: the sampled token's log-prob only
             for b in range(len(prompts))]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         rows: list[list[int]] = []
+        lps: list[list[float]] = []
         for out in outputs:
             for c in out.outputs:
                 ids = list(c.token_ids)
+                lp = [d[t].logprob if d and t in d else math.nan for d, t in zip(getattr(c, "logprobs", None) or [], ids)]
+                lp += [math.nan] * (len(ids) - len(lp))
                 if c.finish_reason == "stop" and (not ids or ids[-1] not in eos):
                     ids.append(eos[0])  # stopped at EOS but returned without it: restore it for the mask
+                    lp.append(math.nan)  # its log-prob is unknown: the correction leaves that token alone
                 rows.extend([ids] * (group_size // n))
+                lps.extend([lp] * (group_size // n))
         C = max(1, max(len(r) for r in rows))
         completion = torch.full((len(rows), C), tokenizer.pad_token_id, dtype=torch.long)
-        for i, r in enumerate(rows):
+        sampling_logp = torch.zeros(len(rows), C)  # [N, C]
+        for i, (r, lp) in enumerate(zip(rows, lps)):
             completion[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        return finish_rollout(tokenizer, prompt_ids, prompt_mask, completion.to(prompt_ids.device), eos, group_size)
+            sampling_logp[i, :len(lp)] = torch.tensor(lp, dtype=torch.float32)
+        exact = self.processed_logprobs or (temperature == 1.0 and top_p == 1.0 and not top_k)
+        return finish_rollout(tokenizer, prompt_ids, prompt_mask, completion.to(prompt_ids.device), eos, group_size,
+                              sampling_logp.to(prompt_ids.device) if exact and not greedy else None)
