@@ -68,6 +68,7 @@ class GRPOTrainer:
                  runtime: Runtime | None = None):
         self._setup(cfg, policy, tokenizer, ref, optimizer, runtime)
         self.sampler = Sampler(cfg, policy, tokenizer, rows, rewards, self.rt)
+        self.reward_weights = torch.tensor([rewards.weights.get(n, 1.0) for n in rewards.fns])  # [K] (gdpo)
 
     def _setup(self, cfg: GRPOConfig, policy: Any, tokenizer: Any, ref: Any | None,
                optimizer: torch.optim.Optimizer | None, runtime: Runtime | None) -> None:
@@ -82,7 +83,6 @@ class GRPOTrainer:
         self.share = MICRO_BATCH_SHARES.get(cfg.aggregation)
         self.estimator = OUTCOME_ESTIMATORS.get(cfg.advantage_estimator)
         self.loss_params = parse_loss_args(cfg.policy_loss_args)
-        self.reward_weights = torch.tensor([rewards.weights.get(n, 1.0) for n in rewards.fns])  # [K] (gdpo)
 
     def checkpoint_modules(self) -> dict[str, Any]:
         """Modules saved in checkpoints beside the policy: none for GRPO (PPO: its value model)."""
