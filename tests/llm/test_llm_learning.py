@@ -51,9 +51,10 @@ def test_grpo_raises_accuracy_on_the_tiny_task(tiny_path):
 
 def shift_logprobs_by_one_token(monkeypatch):
     """The off-by-one bug: the logits at completion position t score token t + 1."""
-    real = logprobs_mod.selective_log_softmax
-    monkeypatch.setattr(logprobs_mod, "selective_log_softmax",
-                        lambda logits, ids: real(logits, torch.cat([ids[:, 1:], ids[:, -1:]], 1)))  # [N, C]
+    real = logprobs_mod.head_logprobs  # hidden states [N, C, H] score the completion ids [N, C]
+    monkeypatch.setattr(logprobs_mod, "head_logprobs",
+                        lambda head, hidden, ids, *a, **k: real(head, hidden, torch.cat([ids[:, 1:], ids[:, -1:]], 1),
+                                                                *a, **k))
 
 
 def rewards_of_another_prompt(monkeypatch):
