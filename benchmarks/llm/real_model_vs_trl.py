@@ -132,9 +132,11 @@ def child(args: argparse.Namespace) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
+    from grpo.llm.modeling.pretrained import resolve_model
     from grpo.utils.runtime import peak_rss_mb
 
     torch.set_num_threads(args.threads)
+    args.model = resolve_model(args.model, log=None)  # a named model or .gguf file: its converted, cached folder
     if args.system == "base":
         print("RESULT " + json.dumps({"system": "base", "accuracy": held_out(args, args.model)}), flush=True)
         return
@@ -144,6 +146,7 @@ def child(args: argparse.Namespace) -> None:
     peak = peak_rss_mb()  # training only: the evaluations below load more models
     steps = res["step_seconds"][1:] or res["step_seconds"]
     res.update(system=args.system, seed=args.seed, steps=args.steps, peak_rss_mb=round(peak, 1),
+               torch_threads=torch.get_num_threads(),  # after training: what both systems really ran with
                seconds_per_step=statistics.median(steps), loadavg_1m=[load_start, os.getloadavg()[0]],
                held_out={str(k): held_out(args, f) for k, f in sorted(folders.items())})
     res["accuracy_after"] = res["held_out"][str(args.steps)]
