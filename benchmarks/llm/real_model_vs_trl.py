@@ -132,9 +132,11 @@ def child(args: argparse.Namespace) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
+    from grpo.llm.modeling.pretrained import resolve_model
     from grpo.utils.runtime import peak_rss_mb
 
     torch.set_num_threads(args.threads)
+    args.model = resolve_model(args.model, log=None)  # a named model or .gguf file: its converted, cached folder
     if args.system == "base":
         print("RESULT " + json.dumps({"system": "base", "accuracy": held_out(args, args.model)}), flush=True)
         return
@@ -144,6 +146,7 @@ def child(args: argparse.Namespace) -> None:
     peak = peak_rss_mb()  # training only: the evaluations below load more models
     steps = res["step_seconds"][1:] or res["step_seconds"]
     res.update(system=args.system, seed=args.seed, steps=args.steps, peak_rss_mb=round(peak, 1),
+               torch_threads=torch.get_num_threads(),  # after training: what both systems really ran with
                seconds_per_step=statistics.median(steps), loadavg_1m=[load_start, os.getloadavg()[0]],
                held_out={str(k): held_out(args, f) for k, f in sorted(folders.items())})
     res["accuracy_after"] = res["held_out"][str(args.steps)]
@@ -235,6 +238,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads for both systems")
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     p.add_argument("--out", default="runs/bench-real")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rebuild summary.json, the table and curves.png from --out's results.jsonl and base.json")
     p.add_argument("--child", choices=[*SYSTEMS, "base"], dest="system", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -242,10 +247,14 @@ def main() -> None:
     if args.system:
         return child(args)
     args.passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                        if k not in ("seeds", "systems", "system", "seed") and v is not None]
+                        if k not in ("seeds", "systems", "system", "seed", "report_only") and v is not None]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:  # a run stopped early: its table and plot from what it wrote
+        return report(out, [json.loads(ln) for ln in open(out / "results.jsonl")],
+                      json.loads((out / "base.json").read_text())["accuracy"])
     base = launch(args, "base", 0)["accuracy"]
+    (out / "base.json").write_text(json.dumps({"accuracy": base}) + "\n")
     runs = []
     for i, seed in enumerate(args.seeds):  # alternate which system goes first, seed by seed
         for system in (args.systems if i % 2 == 0 else args.systems[::-1]):
@@ -255,6 +264,11 @@ def main() -> None:
                 fh.write(json.dumps(res) + "\n")
             print(f"{system} seed {seed}: {res['seconds_per_step']:.2f} s/step, {res['peak_rss_mb']:,.0f} MiB, "
                   f"held-out {res['accuracy_after']:.1%}", flush=True)
+    report(out, runs, base)
+
+
+def report(out: Path, runs: list[dict], base: float) -> None:
+    """summary.json, the markdown table (printed) and curves.png from the runs."""
     summary = summarise(runs, base)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(table(summary))
