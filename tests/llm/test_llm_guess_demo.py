@@ -1,0 +1,61 @@
+"""The CPU demo of issue 14: ``grpo llm train --env guess-number`` alone trains the built-in guess player
+with the demo's recipe, prints mean guesses and solve rate before and after, and draws them over steps.
+
+The fast tests check the wiring (presets, the model name, the env's info, one step end to end); the slow
+test runs the demo and its negative control (feedback hidden) and checks the bar (docs/guess-number.md).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from grpo.cli import main
+from grpo.llm.config import GUESS_MODEL, GUESS_PRESETS, GRPOConfig, with_presets
+from grpo.llm.envs.guess_number import GuessNumberEnv
+
+
+def test_guess_number_alone_gets_the_demo_recipe_and_given_options_win():
+    cfg = GRPOConfig(**with_presets({"env": "guess-number", "steps": 3}))
+    assert cfg.model == GUESS_MODEL and cfg.max_new_tokens == 14 and cfg.max_turns == 15
+    assert cfg.steps == 3 and cfg.prompts_per_step == GUESS_PRESETS["prompts_per_step"]
+    # Another model or another env: no demo presets.
+    assert with_presets({"env": "guess-number", "model": "x"}) == {"env": "guess-number", "model": "x"}
+    assert GRPOConfig(env="calculator").max_turns == 8
+    # Through the Python API the model and its sampling presets still follow (the player needs 14 tokens).
+    plain = GRPOConfig(env="guess-number")
+    assert plain.model == GUESS_MODEL and plain.max_new_tokens == 14 and plain.threads == 1
+
+
+def test_guess_tiny_names_the_shipped_player():
+    from grpo.llm.modeling.guess_tiny import guess_model_path
+    from grpo.llm.modeling.pretrained import resolve_model
+
+    assert resolve_model("guess-tiny", log=None) == str(guess_model_path())
+    assert GRPOConfig(model=str(guess_model_path())).max_new_tokens == 14  # given by path: same presets
+
+
+def test_guesses_is_reported_for_solved_games_only():
+    env = GuessNumberEnv()
+    env.reset(seed=3)
+    secret = env.secret
+    _, _, _, _, info = env.step({"role": "assistant", "content": "000<x<101:500"})  # illegal: out of range
+    assert "guesses" not in info and info["illegal_frac"] == 1.0
+    _, _, done, _, info = env.step({"role": "assistant", "content": f"{secret}"})
+    assert done and info["guesses"] == 2 and info["illegal_frac"] == 0.5
+
+
+def test_one_step_prints_before_after_and_draws_curves(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["llm", "train", "--env", "guess-number", "--out", str(out), "--steps", "1",
+                 "--prompts-per-step", "1", "--group-size", "2", "--max-turns", "3", "--env-eval-episodes", "2",
+                 "--eval-every", "1", "--progress", "false", "--report-to", "none"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"].endswith("guess_tiny_model")
+    assert "env/solved" in summary["env_eval_before"] and "env/solved" in summary["env_eval_after"]
+    assert "before -> after (2 episodes" in printed and "solved" in printed
+    assert (out / "curves.png").stat().st_size > 1000
+    config = json.loads((out / "run_config.json").read_text())
+    assert config["max_new_tokens"] == 14 and config["truncated"] == GUESS_PRESETS["truncated"]
