@@ -59,3 +59,21 @@ def test_one_step_prints_before_after_and_draws_curves(tmp_path, capsys):
     assert (out / "curves.png").stat().st_size > 1000
     config = json.loads((out / "run_config.json").read_text())
     assert config["max_new_tokens"] == 14 and config["truncated"] == GUESS_PRESETS["truncated"]
+
+
+def run_demo(out, *extra: str) -> dict:
+    assert main(["llm", "train", "--env", "guess-number", "--out", str(out), "--progress", "false",
+                 "--report-to", "none", *extra]) == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_demo_reaches_the_bar_and_its_control_does_not(tmp_path):
+    """About 10 minutes each on one thread. The bar (issue 14): at most 6.5 guesses per solved game, with
+    no fewer games solved than before training; with the feedback hidden the same recipe misses it."""
+    demo = run_demo(tmp_path / "demo")
+    before, after = demo["env_eval_before"], demo["env_eval_after"]
+    assert after["env/guesses"] <= 6.5, (before, after)
+    assert after["env/solved"] >= before["env/solved"], (before, after)
+    hidden = run_demo(tmp_path / "hidden", "--env-feedback", "hide")["env_eval_after"]
+    assert not (hidden.get("env/guesses", 15.0) <= 6.5 and hidden["env/solved"] >= before["env/solved"]), hidden
