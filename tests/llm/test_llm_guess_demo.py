@@ -77,7 +77,8 @@ def demo(tmp_path_factory):
 @pytest.mark.slow
 def test_demo_learns_from_the_feedback_and_its_control_does_not(demo, tmp_path):
     """Measured (docs/guess-number.md): solved 0.51 -> 0.72, illegal share 0.39 -> 0.30; hidden feedback:
-    solved 0.02 -> 0.05. The control plays the same recipe with the replies hidden."""
+    solved 0.02 -> 0.05. The control plays the same recipe with the replies hidden. Run seed 0 (the
+    default); seeds 1 and 2 gave solved 0.58 -> 0.55 and 0.64 -> 0.71: the learning is not robust yet."""
     before, after = demo["env_eval_before"], demo["env_eval_after"]
     assert after["env/solved"] >= before["env/solved"] + 0.1, (before, after)
     assert after["episode/return_mean"] >= before["episode/return_mean"] + 0.15, (before, after)
