@@ -75,10 +75,14 @@ def _llm_run(folder: Path, name: str) -> RunSeries:
     for key, x in ends.items():
         if summary.get(key) is not None:
             run.add("eval/greedy_accuracy", x, float(summary[key]))
-    if "eval/greedy_accuracy" in run.series:  # in step order, the ends included
-        xs, ys = run.series["eval/greedy_accuracy"]
+    # --env runs: the episodes played before and after training, beside those of every eval_every steps.
+    for key, x in (("env_eval_before", min(steps, default=0)), ("env_eval_after", max(steps, default=0))):
+        for k, v in _numbers(summary.get(key) or {}, ()).items():
+            run.add(f"eval/{k}", x, v)
+    for metric in [m for m in run.series if m.startswith("eval/")]:  # in step order, the ends included
+        xs, ys = run.series[metric]
         pairs = sorted(zip(xs, ys), key=lambda p: p[0])
-        run.series["eval/greedy_accuracy"] = ([p[0] for p in pairs], [p[1] for p in pairs])
+        run.series[metric] = ([p[0] for p in pairs], [p[1] for p in pairs])
     return run
 
 

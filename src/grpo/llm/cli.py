@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,7 +70,22 @@ def _train(args: argparse.Namespace) -> int:
         gpu = summary.get("peak_gpu_mb")
         print(f"peak memory: {summary['peak_rss_mb']:,.0f} MiB resident (CPU)"
               + (f", {gpu:,.0f} MiB allocated on the GPU" if gpu is not None else ""))
+        if cfg.env and cfg.env_eval_episodes:
+            print(f"curves: {env_curves(cfg.out)}")
     return 0
+
+
+ENV_CURVES = ("eval/env/guesses", "eval/env/solved", "eval/env/illegal_frac", "eval/episode/return_mean",
+              "eval/episode/turns_mean")  # those an environment reports, in this order
+
+
+def env_curves(out: str) -> str:
+    """Draw the evaluation episodes of an --env run over steps into ``out/curves.png``; its path."""
+    from grpo.experiments.runplot import plot_runs, read_runs
+
+    runs = read_runs([out])
+    plot_runs(runs, [m for m in ENV_CURVES if m in runs[0].series], Path(out) / "curves.png")
+    return str(Path(out) / "curves.png")
 
 
 def _eval(args: argparse.Namespace) -> int:

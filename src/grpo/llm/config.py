@@ -28,6 +28,31 @@ TINY_LR = 3e-4
 TINY_LR_SCHEDULE = "linear"
 TINY_MAX_NEW_TOKENS = 8
 
+# --model guess-tiny: the built-in guess-the-number player (grpo.llm.modeling.guess_tiny). With
+# --env guess-number and no --model (or this one) the CPU demo's recipe fills every option not given
+# (docs/guess-number.md); a message of the player is 13 characters and <eos>: 14 new tokens per turn.
+GUESS_MODEL = "guess-tiny"
+GUESS_FOLDER = Path(__file__).resolve().parent / "modeling" / "guess_tiny_model"  # its shipped weights
+GUESS_PRESETS = {
+    "model": GUESS_MODEL, "max_new_tokens": 14, "max_turns": 15, "lr": 3e-4, "lr_schedule": "constant",
+    "steps": 40, "prompts_per_step": 8, "group_size": 8, "env_advantage": "turn",
+    # A turn without <eos> ends the episode at once with the turns so far: cheaper than an unsolved game
+    # (-1.5), so the policy learns to break off. Truncated episodes get no loss: nothing rewards that.
+    "truncated": "mask", "threads": 1, "env_eval_episodes": 100, "eval_every": 10,
+}
+
+
+def with_presets(values: dict) -> dict:
+    """``values`` (the options given) completed by :data:`GUESS_PRESETS` for ``--env guess-number``
+    with no model or ``guess-tiny``; other values as given.
+
+    >>> with_presets({"env": "guess-number", "steps": 5})["steps"], with_presets({"steps": 5}) == {"steps": 5}
+    (5, True)
+    """
+    if values.get("env") == "guess-number" and values.get("model") in (None, GUESS_MODEL):
+        return GUESS_PRESETS | values
+    return values
+
 
 def _help(text: str, **extra) -> dict:
     return {"help": text, **extra}
@@ -38,7 +63,8 @@ class GRPOConfig:
     # --- policy and data ---------------------------------------------------------------------
     model: str | None = field(default=None, metadata=_help(
         "causal LM: local folder, hub id, a .gguf file or a named real model (smollm2-135m-instruct; GGUF files "
-        "are converted once to a model folder and cached); none: the built-in tiny model"))
+        "are converted once to a model folder and cached), guess-tiny (the guess-the-number player); none: the built-in "
+        "tiny model (with --env guess-number: guess-tiny)"))
     task: str = field(default="addition", metadata=_help(
         "built-in task (addition, word-problems), a .jsonl/.csv/.parquet file, a folder of split files "
         "(train.jsonl, test.csv, ...), a `datasets` name (name:config), or data files with splits "
@@ -216,6 +242,13 @@ class GRPOConfig:
 
     def __post_init__(self) -> None:
         # The tiny model's presets apply to it given by path too (its folder has tiny_info.json).
+        if self.env == "guess-number" and self.model is None:
+            self.model = GUESS_MODEL  # (the other presets come with with_presets: given options win)
+        guess = self.model == GUESS_MODEL or (self.model is not None and Path(self.model).resolve() == GUESS_FOLDER)
+        if guess:
+            for name in ("lr", "lr_schedule", "max_new_tokens", "threads"):
+                if getattr(self, name) is None:
+                    setattr(self, name, GUESS_PRESETS[name])
         tiny = self.model is None or (Path(self.model) / "tiny_info.json").is_file()
         if self.lr is None:
             self.lr = TINY_LR if tiny else 1e-6

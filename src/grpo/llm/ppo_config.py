@@ -12,7 +12,7 @@ import argparse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from grpo.llm.config import GRPOConfig, _help
+from grpo.llm.config import GRPOConfig, _help, with_presets
 
 VALUE_MODEL_NAMES = ("critic", "shared")
 KL_PENALTY_NAMES = ("reward", "loss")
@@ -101,4 +101,4 @@ def config_from_args(args: argparse.Namespace) -> GRPOConfig:
         if ppo_only:
             raise ConfigError(f"{', '.join('--' + n.replace('_', '-') for n in ppo_only)} "
                               "appl(ies) to PPO only: add --algo ppo")
-    return build(LLM_ALGOS[algo], given)
+    return build(LLM_ALGOS[algo], with_presets(given))  # --env guess-number alone: the demo's recipe

@@ -25,6 +25,7 @@ from grpo.llm.data.rewards.plugins import reward_set
 from grpo.llm.infra.runlog import RunLog
 from grpo.llm.infra.schedules import lr_factor, set_learning_rates
 from grpo.llm.rollout.batch import sample_records
+from grpo.llm.algorithms.multiturn import EVAL_SEED_BASE
 from grpo.utils.config import to_dict
 from grpo.utils.io import write_json
 from grpo.utils.runtime import peak_gpu_mb, peak_rss_mb, seed_everything
@@ -245,6 +246,9 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     env_after = evaluate_env()
     if env_after is not None:
         log(f"env episodes after {cfg.steps} steps: {_env_line(env_after)}")
+    if env_before is not None and env_after is not None:
+        log(f"before -> after ({cfg.env_eval_episodes} episodes, seeds {EVAL_SEED_BASE}+): "
+            + _env_change(env_before, env_after))
     if not rt.is_main:
         return {}
     summary = {"model": path, "steps": cfg.steps, "accuracy_before": before, "accuracy_after": after,
@@ -262,6 +266,13 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
 def _env_line(m: dict[str, float]) -> str:
     shown = ("episode/return_mean", "episode/turns_mean", "episode/truncated_frac")
     return ", ".join(f"{k.split('/', 1)[1]} {v:.3g}" for k, v in m.items() if k in shown or k.startswith("env/"))
+
+
+def _env_change(before: dict[str, float], after: dict[str, float]) -> str:
+    """``return_mean -0.7 -> 0.2, solved 0.48 -> 0.9, ...``: the episode return and every env/ mean
+    that changed (guess-number's ``guesses`` is over solved games only)."""
+    keys = ["episode/return_mean"] + [k for k in after if k.startswith("env/") and before.get(k) != after[k]]
+    return ", ".join(f"{k.split('/', 1)[1]} {before[k]:.3g} -> {after[k]:.3g}" for k in keys if k in before)
 
 
 def _progress(it: range, enabled: bool) -> Any:

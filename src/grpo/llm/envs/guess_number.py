@@ -59,7 +59,7 @@ class GuessNumberEnv:
         options = options or {}
         self.hidden = bool(options.get("hide_feedback", self.hide_feedback))
         self.secret = int(np.random.default_rng(seed).integers(LOW, HIGH + 1))
-        self.turns, self.solved, self.done = 0, False, False
+        self.turns, self.illegal, self.solved, self.done = 0, 0, False, False
         self.low, self.high = LOW, HIGH  # the interval the true feedback so far allows (inclusive)
         return [{"role": "user", "content": self.prompt}], self._info()
 
@@ -69,6 +69,7 @@ class GuessNumberEnv:
         guess = parse_guess(str(assistant_message.get("content", "")))
         legal = guess is not None and self.low <= guess <= self.high  # before this guess narrows it
         self.turns += 1
+        self.illegal += not legal
         reward = -self.turn_cost
         if guess == self.secret:
             self.solved, reply, reward = True, CORRECT, reward + self.solve_reward
@@ -87,4 +88,7 @@ class GuessNumberEnv:
         return [{"role": "user", "content": reply}], reward, terminated, truncated, info
 
     def _info(self) -> dict[str, Any]:
-        return {"turns": self.turns, "solved": self.solved, "secret": self.secret}
+        # "guesses" only once solved, so that its mean over episodes (env/guesses) is over solved games.
+        solved = {"guesses": self.turns} if self.solved else {}
+        return {"turns": self.turns, "solved": self.solved, **solved, "secret": self.secret,
+                "illegal_frac": self.illegal / max(self.turns, 1)}

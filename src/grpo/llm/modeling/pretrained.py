@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from grpo.errors import MissingDependency
+from grpo.llm.config import GUESS_MODEL
 from grpo.llm.modeling.model_cache import cache_dir, write_folder
 
 GGUF_INFO = "gguf_info.json"  # written beside the converted weights: where they came from
@@ -46,12 +47,16 @@ NAMED_MODELS = {
 
 
 def resolve_model(name: str | None, log: Callable[[str], Any] | None = print) -> str:
-    """The model folder (or hub id) that ``--model name`` means: none, the built-in tiny model; a
-    name of :data:`NAMED_MODELS` or a ``.gguf`` file, its converted folder; anything else as given."""
+    """The model folder (or hub id) that ``--model name`` means: none, the built-in tiny model;
+    ``guess-tiny``, the built-in guess-the-number player; a name of :data:`NAMED_MODELS` or a ``.gguf`` file, its converted folder; anything else as given."""
     if name is None:
         from grpo.llm.modeling.tiny import tiny_model_path
 
         return str(tiny_model_path(log=log))
+    if name.lower() == GUESS_MODEL:  # the guess-the-number player, shipped in the package
+        from grpo.llm.modeling.guess_tiny import guess_model_path
+
+        return str(guess_model_path(log=log))
     if name.lower() in NAMED_MODELS:
         return str(gguf_folder(named_gguf(name.lower()), log))
     if name.lower().endswith(".gguf"):
