@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from grpo.llm.envs.guess_number import HIGH, HIGHER, LOW, LOWER, GuessNumberEnv
-from grpo.llm.modeling.tiny import (cache_dir, char_tokenizer, check_build_folder, lr_at, new_model, save_tiny,
+from grpo.llm.modeling.tiny import (build_main, cache_dir, char_tokenizer, check_build_folder, lr_at, new_model, save_tiny,
                                     shipped_matches, torch_threads, write_build)
 
 SHIPPED = Path(__file__).with_name("guess_tiny_model")
@@ -180,21 +180,9 @@ def build(out: Path = SHIPPED, threads: int = 1, log: Any = print, spec: GuessSp
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m grpo.llm.modeling.guess_tiny", description=(
-        "Build the guess-the-number player (the weights shipped in grpo/llm/modeling/guess_tiny_model)."))
-    parser.add_argument("--build", action="store_true", required=True, help="pretrain and write the model folder")
-    parser.add_argument("--out", type=Path, default=SHIPPED, help="model folder to write (default: the shipped one)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for the build (default: 1)")
-    args = parser.parse_args(argv)
-    try:
-        info = build(args.out, args.threads)
-    except ValueError as err:
-        parser.exit(2, f"error: {err}\n")
-    print(json.dumps({k: v for k, v in info.items() if k not in ("spec", "machine")}))
-    print(args.out)
-    return 0
+    return build_main(argv, "python -m grpo.llm.modeling.guess_tiny",
+                      "Build the guess-the-number player (the weights shipped in grpo/llm/modeling/guess_tiny_model).",
+                      build, SHIPPED, lambda info: {k: v for k, v in info.items() if k not in ("spec", "machine")})
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -277,22 +277,30 @@ def write_build(out: Path, model: Any, tok: Any, info: dict, threads: int) -> di
     return json.loads((out / "tiny_info.json").read_text())
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_main(argv: list[str] | None, prog: str, description: str, build_fn: Callable[[Path, int], dict],
+               shipped: Path, summary: Callable[[dict], dict]) -> int:
+    """The ``--build`` command line of a shipped tiny model (this one, the guess-the-number player)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m grpo.llm.modeling.tiny", description=(
-        "Build the default tiny model (the weights shipped in grpo/llm/modeling/tiny_model) from scratch."))
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--build", action="store_true", required=True, help="pretrain and write the model folder")
-    parser.add_argument("--out", type=Path, default=SHIPPED, help="model folder to write (default: the shipped one)")
+    parser.add_argument("--out", type=Path, default=shipped, help="model folder to write (default: the shipped one)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for the build (default: 1)")
     args = parser.parse_args(argv)
     try:
-        info = build(args.out, args.threads)
+        info = build_fn(args.out, args.threads)
     except ValueError as err:
         parser.exit(2, f"error: {err}\n")
-    print(json.dumps({k: info[k] for k in ("steps", "greedy_accuracy", "seconds", "weights_sha256")}))
+    print(json.dumps(summary(info)))
     print(args.out)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return build_main(argv, "python -m grpo.llm.modeling.tiny",
+                      "Build the default tiny model (the weights shipped in grpo/llm/modeling/tiny_model) from scratch.",
+                      build, SHIPPED, lambda info: {k: info[k] for k in ("steps", "greedy_accuracy", "seconds",
+                                                                          "weights_sha256")})
 
 
 if __name__ == "__main__":
