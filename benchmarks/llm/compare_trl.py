@@ -159,6 +159,18 @@ def launcher_peak_rss_mb() -> float:
         return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+def run_child(cmd: list[str], what: str) -> dict:
+    """Run one benchmark child (a fresh process) and return its RESULT line's JSON."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit(f"{what} failed")
+    res = json.loads(line[len("RESULT "):])
+    res["launcher_peak_rss_mb"] = round(launcher_peak_rss_mb(), 1)  # stays far below every child's
+    return res
+
+
 def resolve_model_child() -> None:
     """In a child process: build (once) the tiny model and print its folder."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -244,13 +256,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child", system, "--seed", str(seed), "--steps", str(args.steps),
                    "--threads", str(args.threads), "--lr-schedule", args.lr_schedule, "--model", args.model,
                    "--out", str(out)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-            if line is None:
-                sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
-                raise SystemExit(f"{system} seed {seed} failed")
-            res = json.loads(line[len("RESULT "):])
-            res["launcher_peak_rss_mb"] = round(launcher_peak_rss_mb(), 1)  # stays far below every child's
+            res = run_child(cmd, f"{system} seed {seed}")
             results.append(res)
             with open(out / "results.jsonl", "a") as fh:
                 fh.write(json.dumps(res) + "\n")

@@ -155,14 +155,7 @@ def child(args: argparse.Namespace) -> None:
 
 def launch(args: argparse.Namespace, system: str, seed: int) -> dict:
     cmd = [sys.executable, __file__, "--child", system, "--seed", str(seed)] + args.passthrough
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if line is None:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
-        raise SystemExit(f"{system} seed {seed} failed")
-    res = json.loads(line[len("RESULT "):])
-    res["launcher_peak_rss_mb"] = round(tiny.launcher_peak_rss_mb(), 1)
-    return res
+    return tiny.run_child(cmd, f"{system} seed {seed}")
 
 
 def summarise(runs: list[dict], base: float) -> dict:
