@@ -249,17 +249,19 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     if env_before is not None and env_after is not None:
         log(f"before -> after ({cfg.env_eval_episodes} episodes, seeds {EVAL_SEED_BASE}+): "
             + _env_change(env_before, env_after))
-    if not rt.is_main:
-        return {}
-    summary = {"model": path, "steps": cfg.steps, "accuracy_before": before, "accuracy_after": after,
-               "eval_source": eval_source, "eval_prompts": len(eval_rows) if eval_rows and check else 0,
-               "train_seconds": round(train_s, 2), "seconds_per_step": round(train_s / max(cfg.steps - start, 1), 4),
-               "peak_rss_mb": round(peak, 1), "peak_gpu_mb": None if gpu is None else round(gpu, 1),
-               "final_model": str(out / "final"), "world_size": rt.world_size,
-               "replicas_in_sync": in_sync, **layout, "state_mb_per_process": state_mb(policy, trainer.opt),
-               **({"env_eval_before": env_before, "env_eval_after": env_after} if cfg.env else {}),
-               "trainable_parameters": sum(p.numel() for p in policy.parameters() if p.requires_grad)}
-    write_json(out / "summary.json", summary)
+    summary: dict[str, Any] = {}
+    if rt.is_main:
+        summary = {"model": path, "steps": cfg.steps, "accuracy_before": before, "accuracy_after": after,
+                   "eval_source": eval_source, "eval_prompts": len(eval_rows) if eval_rows and check else 0,
+                   "train_seconds": round(train_s, 2),
+                   "seconds_per_step": round(train_s / max(cfg.steps - start, 1), 4),
+                   "peak_rss_mb": round(peak, 1), "peak_gpu_mb": None if gpu is None else round(gpu, 1),
+                   "final_model": str(out / "final"), "world_size": rt.world_size,
+                   "replicas_in_sync": in_sync, **layout, "state_mb_per_process": state_mb(policy, trainer.opt),
+                   **({"env_eval_before": env_before, "env_eval_after": env_after} if cfg.env else {}),
+                   "trainable_parameters": sum(p.numel() for p in policy.parameters() if p.requires_grad)}
+        write_json(out / "summary.json", summary)
+    rt.finish()
     return summary
 
 

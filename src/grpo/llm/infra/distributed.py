@@ -141,6 +141,10 @@ class Runtime:
     def barrier(self) -> None:
         pass
 
+    def finish(self) -> None:
+        """End of a run: every process waits for the main one, then leaves the process group (a gloo
+        group still alive when the interpreter exits can abort the process)."""
+
     @contextmanager
     def main_first(self) -> Iterator[None]:
         """The main process runs the block first (e.g. builds and caches the tiny model), then the others."""
@@ -317,6 +321,13 @@ class AccelerateRuntime(Runtime):
         import torch.distributed as dist
 
         dist.barrier()
+
+    def finish(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
 
     @contextmanager
     def main_first(self) -> Iterator[None]:
