@@ -17,6 +17,8 @@ def test_calculator_env_is_seeded_and_scores_the_last_number():
     assert (reward, terminated, truncated, info["correct"]) == (1.0, True, False, 1.0)
     env.reset(seed=5)
     assert env.step({"role": "assistant", "content": f"{answer + 1}"})[1] == 0.0
+    env.reset(seed=5)  # graded as the numeric reward reads a final answer: the marked number, not a later one
+    assert env.step({"role": "assistant", "content": f"The answer is {answer}. I used 2 steps."})[1] == 1.0
 
 
 def test_calculator_tool_is_arithmetic_only():

@@ -2,8 +2,8 @@
 
 Each reset seed draws a problem from a few templates with random numbers; the model may call
 ``calculator(expression)`` any number of times (each call a tool turn), then answers in plain text.
-The episode ends at the first answer that is not a tool call: reward 1 when its last number equals
-the answer, else 0 (``info["correct"]``).
+The episode ends at the first answer that is not a tool call: reward 1 when its final number (as
+the ``numeric`` reward reads it) equals the answer, else 0 (``info["correct"]``).
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import ast
 import operator
 import random
-import re
 from typing import Any
+
+from grpo.llm.data.rewards.answer import numeric_answer
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
         ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 # (text with {a} {b} {c}, answer from a, b, c); numbers drawn in 2..40
 TEMPLATES = (
@@ -55,11 +55,6 @@ def calculator(expression: str) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
 
 
-def last_number(text: str) -> float | None:
-    found = _NUMBER.findall(text.replace(",", ""))
-    return float(found[-1]) if found else None
-
-
 class CalculatorEnv:
     """Gymnasium-style text env (``reset``/``step``) with one tool, :func:`calculator`."""
 
@@ -78,6 +73,7 @@ class CalculatorEnv:
                 {"role": "user", "content": text.format(a=a, b=b, c=c)}], {"answer": self.answer}
 
     def step(self, assistant_message: dict) -> tuple[list[dict], float, bool, bool, dict[str, Any]]:
-        got = last_number(assistant_message.get("content") or "")
-        correct = got is not None and self.answer is not None and abs(got - self.answer) < 1e-6
+        # graded as the numeric reward grades word problems: the final answer's number (after "the answer
+        # is" and the like, else the last one), commas ignored
+        correct = bool(numeric_answer([""], [assistant_message.get("content") or ""], answer=[self.answer])[0])
         return [], float(correct), True, False, {"correct": float(correct)}
