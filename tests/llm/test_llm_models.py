@@ -68,6 +68,14 @@ def test_run_folder_guard(tmp_path):
     assert (tmp_path / "docs" / "thesis.tex").read_text() == "mine"
 
 
+def test_a_curves_png_in_out_is_never_silently_redrawn(tmp_path):
+    """An --env run draws out/curves.png at its end: one already there blocks a fresh run instead."""
+    (tmp_path / "curves.png").write_text("mine")
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        prepare_run_dir(tmp_path, resume=False, overwrite=False)
+    assert (tmp_path / "curves.png").read_text() == "mine"
+
+
 def test_resume_before_the_first_checkpoint_starts_again_clean(tmp_path):
     for name in ("run_config.json", "metrics.jsonl", "samples.jsonl", "notes.txt"):
         (tmp_path / name).write_text("{}\n")

@@ -24,7 +24,7 @@ from grpo.utils.trackers import TRACKER_FILES
 
 # What a run writes into --out; --overwrite deletes these and nothing else.
 RUN_FILES = RunFiles(("metrics.jsonl", "samples.jsonl", "run_config.json", "summary.json", "final", "final-merged",
-                      *TRACKER_FILES),
+                      "curves.png", *TRACKER_FILES),  # curves.png: an --env run's evaluation plot (cli)
                      config="run_config.json", pattern=r"checkpoint-\d+")
 
 
