@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from grpo.llm.modeling.models import context_length
+from grpo.llm.modeling.models import context_length, prompt_texts
 from grpo.llm.rollout.generation import encode_prompts, generate
 
 
@@ -42,8 +42,7 @@ def play(model: Any, tokenizer: Any, env_factory: Callable[[], Any], seeds: Sequ
         for _ in range(max_turns):
             if not running:
                 break
-            texts = [tokenizer.apply_chat_template(history[i], tokenize=False, add_generation_prompt=True)
-                     for i in running]
+            texts = prompt_texts(tokenizer, [history[i] for i in running])
             room = [context is None or len(tokenizer(t, add_special_tokens=False).input_ids) + max_new_tokens <= context
                     for t in texts]  # an episode that fills the context ends there, truncated
             cut += [i for i, ok in zip(running, room) if not ok]
