@@ -286,6 +286,8 @@ def main() -> None:
     p.add_argument("--smoke", action="store_true", help="a tiny random model with the named model's tokenizer, "
                    "and tiny sizes (steps 2, 2 prompts x G 2, 2 turns of 8 tokens): exercises the script")
     p.add_argument("--out", default="runs/bench-multiturn")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rebuild summary.json and the table from --out's results.jsonl (a run stopped early)")
     p.add_argument("--child", choices=list(SYSTEMS), dest="system", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -296,10 +298,12 @@ def main() -> None:
     if args.system:
         return child(args)
     passthrough = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                   if k not in ("seeds", "systems", "system", "seed", "smoke") and v is not None]
+                   if k not in ("seeds", "systems", "system", "seed", "smoke", "report_only") and v is not None]
     passthrough += ["--smoke"] if args.smoke else []
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        return report(out, [json.loads(ln) for ln in open(out / "results.jsonl")])
     runs = []
     for i, seed in enumerate(args.seeds):  # alternate which system goes first, seed by seed
         for system in (args.systems if i % 2 == 0 else args.systems[::-1]):
@@ -310,6 +314,10 @@ def main() -> None:
                 fh.write(json.dumps(res) + "\n")
             print(f"{system} seed {seed}: {res['seconds_per_step']:.2f} s/step, {res['peak_rss_mb']:,.0f} MiB, "
                   f"return {res['return_mean']:.3f}, eval {res['eval_return']}, load {res['loadavg_1m']}", flush=True)
+    report(out, runs)
+
+
+def report(out: Path, runs: list[dict]) -> None:
     summary = summarise(runs)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(table(summary))
