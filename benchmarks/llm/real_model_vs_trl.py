@@ -87,17 +87,12 @@ def run_ours(args: argparse.Namespace) -> tuple[dict, dict[int, str]]:
             "reward": [m["reward/total/mean"] for m in metrics]}, folders
 
 
-def run_trl(args: argparse.Namespace) -> tuple[dict, dict[int, str]]:
-    import torch
-    from datasets import Dataset
+def step_timer():
+    """A TRL ``TrainerCallback`` whose ``seconds`` lists each step's time (one generation and one optimizer
+    step per TRL step here, as configured); transformers is imported only when called (in a child)."""
     from transformers import TrainerCallback
-    from trl import GRPOTrainer
 
-    from grpo.llm.data.tasks import load_rows
-    from grpo.llm.modeling.models import load_tokenizer
-    from grpo.utils.runtime import seed_everything
-
-    class StepTimer(TrainerCallback):  # one generation + one optimizer step per TRL step here
+    class StepTimer(TrainerCallback):
         def __init__(self):
             self.seconds, self.t0 = [], 0.0
 
@@ -107,6 +102,18 @@ def run_trl(args: argparse.Namespace) -> tuple[dict, dict[int, str]]:
         def on_step_end(self, *_, **__):
             self.seconds.append(time.perf_counter() - self.t0)
 
+    return StepTimer()
+
+
+def run_trl(args: argparse.Namespace) -> tuple[dict, dict[int, str]]:
+    import torch
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    from grpo.llm.data.tasks import load_rows
+    from grpo.llm.modeling.models import load_tokenizer
+    from grpo.utils.runtime import seed_everything
+
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     s = settings(args)
@@ -114,7 +121,7 @@ def run_trl(args: argparse.Namespace) -> tuple[dict, dict[int, str]]:
     cfg = tiny.trl_config(args, per_device_train_batch_size=s["n"] * s["G"], num_generations=s["G"],
                           max_completion_length=s["new"], learning_rate=s["lr"], temperature=s["temperature"],
                           logging_steps=1, **save)
-    timer = StepTimer()
+    timer = step_timer()
     trainer = GRPOTrainer(model=args.model, reward_funcs=[reward_fn(args.reward)], args=cfg,
                           train_dataset=Dataset.from_list(load_rows(args.task)),
                           processing_class=load_tokenizer(args.model), callbacks=[timer])
