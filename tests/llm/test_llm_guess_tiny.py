@@ -105,3 +105,17 @@ def test_an_episode_that_fills_the_context_ends_truncated_instead_of_failing(pla
     long = lambda: GuessNumberEnv(prompt="Guess my number. " * 22)  # 374 characters: no room for 16 more
     res = play(model, tok, long, SEEDS[:4], max_turns=15)
     assert res["truncation_rate"] == 1.0 and res["mean_turns"] == 0 and res["solve_rate"] == 0
+
+
+def test_length_buckets_batch_games_of_similar_length_and_one_bucket_draws_as_the_shipped_build():
+    import numpy as np
+
+    batches = gt._length_batches(np.random.default_rng(0), gt.GuessSpec(batch=4, buckets=3))
+    assert [len(b) for b in batches] == [4, 4, 4]
+    spans = sorted((min(map(len, b)), max(map(len, b))) for b in batches)  # (shortest, longest) game per batch
+    assert all(hi <= lo for (_, hi), (lo, _) in zip(spans, spans[1:])), spans
+    assert len({len(g) for b in batches for g in b}) > 1  # games of several lengths to group
+    # One bucket: the games drawn one at a time, in order (the shipped weights were built so).
+    rng = np.random.default_rng(5)
+    assert gt._length_batches(np.random.default_rng(5), gt.GuessSpec(batch=4)) == [
+        [gt.random_game(rng, 15) for _ in range(4)]]
