@@ -61,11 +61,12 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "algorithm_menu"
 def run_control(args: argparse.Namespace) -> None:
     from grpo.experiments.compare import RunSpec, compare
 
-    specs = [RunSpec(name, "grpo", env, seed, args.total_steps, dict(ENTRIES[name][0]))
+    steps = dict(args.env_steps)
+    specs = [RunSpec(name, "grpo", env, seed, steps.get(env, args.total_steps), dict(ENTRIES[name][0]))
              for env in args.envs for seed in range(args.seeds) for name in args.entries
              if ENTRIES[name][0] is not None]
     compare(specs, args.out / "control", jobs=args.jobs, progress=False, resume=args.resume,
-            meta={"command": " ".join(sys.argv), "total_steps": args.total_steps})
+            meta={"command": " ".join(sys.argv), "total_steps": {e: steps.get(e, args.total_steps) for e in args.envs}})
 
 
 def run_llm(args: argparse.Namespace) -> None:
@@ -96,28 +97,47 @@ def _median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
 
 
-def report(args: argparse.Namespace) -> None:
+def _k(step: float | None) -> str:
+    return "-" if step is None else f"{step / 1000:.0f}k"
+
+
+def _collect(out: Path) -> tuple[dict[str, dict], dict[str, int], float | None]:
+    """entry -> {env or "llm": per-seed lists (seed order)}; env -> its budget; the LLM accuracy before."""
     rows: dict[str, dict] = {}
-    control = args.out / "control" / "summary.json"
+    budgets: dict[str, int] = {}
+    control = out / "control" / "summary.json"
     if control.exists():
-        for run in json.loads(control.read_text())["runs"]:
+        for run in sorted(json.loads(control.read_text())["runs"], key=lambda r: r["seed"]):
             env = run["env_id"] if "env_id" in run else run["folder"].split("/")[1]
+            budgets[env] = run["total_steps"]
             r = rows.setdefault(run["label"], {}).setdefault(env, {"solve": [], "final": [], "wall": []})
             r["solve"].append(run.get("stable_solve_step_table"))
             r["final"].append(run.get("final_eval"))
             r["wall"].append(run.get("train_wall_s"))
-    llm = args.out / "llm.json"
+    before = None
+    llm = out / "llm.json"
     if llm.exists():
-        for res in json.loads(llm.read_text()):
+        for res in sorted(json.loads(llm.read_text()), key=lambda r: r["seed"]):
             r = rows.setdefault(res["entry"], {}).setdefault("llm", {"acc": [], "lift": [], "sps": []})
             r["acc"].append(res["accuracy_after"])
             r["lift"].append(res["accuracy_after"] - res["accuracy_before"])
             r["sps"].append(res["seconds_per_step"])
+            before = res["accuracy_before"]
+    return rows, budgets, before
+
+
+def report(args: argparse.Namespace) -> None:
+    rows, budgets, before = _collect(args.out)
     envs = [e for e in ENVS if any(e in v for v in rows.values())]
     head = ["entry"] + [f"{e} solved / median stable solve / median final / median wall s" for e in envs]
     has_llm = any("llm" in v for v in rows.values())
     head += ["LLM median acc after (lift) / s per step"] if has_llm else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    detail = {e: [f"\n{e}, {budgets[e]:,} env steps: stable solve step per seed (- never)\n",
+                  "| entry | stable solve step per seed | solved | median | median final | median train s |",
+                  "|---|---|---|---|---|---|"] for e in envs}
+    detail["llm"] = [f"\nLLM: held-out accuracy after, per seed (before: {100 * (before or 0):.1f}%)\n",
+                     "| entry | accuracy after per seed | median (lift) | median s/step |", "|---|---|---|---|"]
     summary = {}
     for name in [n for n in ENTRIES if n in rows]:
         cells, s = [name], {}
@@ -131,20 +151,30 @@ def report(args: argparse.Namespace) -> None:
             med_solve = None if math.isinf(med) else med
             s[e] = {"solved": len(solved), "seeds": len(r["solve"]), "median_stable_solve_step": med_solve,
                     "median_final_eval": _median([x for x in r["final"] if x is not None]),
-                    "median_train_wall_s": _median([x for x in r["wall"] if x is not None]), "solve_steps": r["solve"]}
+                    "median_train_wall_s": _median([x for x in r["wall"] if x is not None]), "solve_steps": r["solve"],
+                    "budget": budgets[e]}
             cells.append(f"{len(solved)}/{len(r['solve'])} / {'never' if med_solve is None else f'{med_solve:,.0f}'} / "
                          f"{s[e]['median_final_eval']:.0f} / {s[e]['median_train_wall_s']:.0f}")
+            detail[e].append(f"| {name} | {' '.join(_k(x) for x in r['solve'])} | {len(solved)}/{len(r['solve'])} | "
+                             f"{'never' if med_solve is None else f'{med_solve:,.0f}'} | "
+                             f"{s[e]['median_final_eval']:.0f} | {s[e]['median_train_wall_s']:.1f} |")
         if has_llm:
             r = rows[name].get("llm")
             if r:
                 s["llm"] = {"median_accuracy_after": _median(r["acc"]), "median_lift": _median(r["lift"]),
-                            "median_seconds_per_step": _median(r["sps"]), "accuracy_after": r["acc"], "seeds": len(r["acc"])}
+                            "median_seconds_per_step": _median(r["sps"]), "accuracy_after": r["acc"], "seeds": len(r["acc"]),
+                            "accuracy_before": before}
                 cells.append(f"{100 * s['llm']['median_accuracy_after']:.1f}% ({100 * s['llm']['median_lift']:+.1f}) / "
                              f"{s['llm']['median_seconds_per_step']:.2f} (n={len(r['acc'])})")
+                detail["llm"].append(f"| {name} | {' '.join(f'{100 * a:.0f}' for a in r['acc'])} | "
+                                     f"{100 * s['llm']['median_accuracy_after']:.1f}% "
+                                     f"({100 * s['llm']['median_lift']:+.1f}) | {s['llm']['median_seconds_per_step']:.2f} |")
             else:
                 cells.append("")
         summary[name] = s
         lines.append("| " + " | ".join(cells) + " |")
+    for key in [*envs, "llm"] if has_llm else envs:
+        lines += detail[key]
     (args.out / "menu.md").write_text("\n".join(lines) + "\n")
     (args.out / "menu.json").write_text(json.dumps(summary, indent=1))
     _plot(summary, envs, args.out / "menu.png")
@@ -152,22 +182,54 @@ def report(args: argparse.Namespace) -> None:
 
 
 def _plot(summary: dict, envs: list[str], path: Path) -> None:
+    """One figure: per env, each seed's stable solve step (x: never within the budget) and the median
+    (bar); for the LLM, each seed's held-out accuracy and the median (bar), the accuracy before dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(e, "median_final_eval", "median final eval return") for e in envs]
-    panels += [("llm", "median_accuracy_after", "LLM held-out accuracy after")] if any("llm" in v for v in summary.values()) else []
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 0.35 * len(summary) + 1.5), squeeze=False)
-    for ax, (key, field, title) in zip(axes[0], panels):
+    keys = [*envs, "llm"] if any("llm" in v for v in summary.values()) else list(envs)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 0.3 * len(summary) + 1.8), squeeze=False)
+    for ax, key in zip(axes[0], keys):
         names = [n for n in summary if key in summary[n]]
-        vals = [summary[n][key][field] or 0.0 for n in names]
-        ax.barh(names, vals, color=["tab:gray" if n in ("grpo", "outcome") else "tab:blue" for n in names])
-        ax.set_title(f"{key}: {title}", fontsize=9)
+        for i, n in enumerate(names):
+            r, color = summary[n][key], "tab:gray" if n in ("grpo", "outcome") else "tab:blue"
+            if key == "llm":
+                ax.barh(i, 100 * r["median_accuracy_after"], color=color, alpha=0.5)
+                acc = r["accuracy_after"]
+                ax.plot([100 * a for a in acc], [i + _jitter(j) for j in range(len(acc))], "k.", ms=4)
+            else:
+                never = 1.08 * r["budget"]
+                ax.barh(i, r["median_stable_solve_step"] or never, color=color, alpha=0.5)
+                xs = r["solve_steps"]
+                for j, x in enumerate(xs):  # one mark per seed, seeds spread vertically
+                    ax.plot(never if x is None else x, i + _jitter(j), "rx" if x is None else "k.", ms=4)
+        if key == "llm":
+            before = next(summary[n]["llm"]["accuracy_before"] for n in names)
+            ax.axvline(100 * before, color="k", ls="--", lw=0.8)
+            ax.set_xlim(left=100 * before - 5)
+            ax.set_xlabel("held-out accuracy after, % (dashed: before)")
+            ax.set_title("tiny addition model, 30 steps (higher is better)", fontsize=9)
+        else:
+            ax.axvline(next(summary[n][key]["budget"] for n in names), color="r", ls=":", lw=0.8)
+            ax.set_xlabel("stable solve step (x: never within the budget)")
+            ax.set_title(f"{key} (lower is better)", fontsize=9)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.invert_yaxis()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def _jitter(seed: int) -> float:
+    return 0.08 * (seed - 2)
+
+
+def _env_steps(text: str) -> tuple[str, int]:
+    env, _, n = text.partition("=")
+    if env not in ENVS or not n.isdigit():
+        raise argparse.ArgumentTypeError(f"--env-steps {text!r}: expected ENV=N with ENV one of {', '.join(ENVS)}")
+    return env, int(n)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
     p.add_argument("--envs", nargs="+", default=list(ENVS), choices=ENVS)
     p.add_argument("--total-steps", type=int, default=100_000, help="control: env steps per run")
+    p.add_argument("--env-steps", nargs="+", default=[], type=_env_steps, metavar="ENV=N",
+                   help="control: env steps per run for these envs instead of --total-steps")
     p.add_argument("--jobs", type=int, default=1, help="control: runs at a time")
     p.add_argument("--steps", type=int, default=200, help="llm: policy updates per run (the demo's 200)")
     p.add_argument("--eval-limit", type=int, default=200, help="llm: held-out prompts evaluated")
