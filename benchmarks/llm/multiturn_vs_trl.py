@@ -53,7 +53,7 @@ import sys
 from pathlib import Path
 
 import compare_trl as tiny  # the shared explicit settings, the child launcher
-from real_model_vs_trl import step_timer
+from real_model_vs_trl import cost_ratios, step_timer, system_medians
 
 SYSTEMS = ("ours", "trl")
 ENV = "calculator"
@@ -232,22 +232,16 @@ def child(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- launcher and report
 def summarise(runs: list[dict]) -> dict:
-    med = {}
-    for system in SYSTEMS:
+    med = system_medians(runs, ("seconds_per_step", "peak_rss_mb", "return_mean"))
+    for system, m in med.items():
         rs = [r for r in runs if r["system"] == system]
-        if rs:
-            med[system] = {k: statistics.median(r[k] for r in rs) for k in
-                           ("seconds_per_step", "peak_rss_mb", "return_mean")}
-            evals = [r["eval_return"] for r in rs if r.get("eval_return") is not None]
-            med[system]["eval_return"] = statistics.median(evals) if evals else None
-            med[system]["tool_calls"] = statistics.median(statistics.fmean(r["tool_calls"]) for r in rs)
-            med[system]["sampled_tokens"] = statistics.median(statistics.fmean(r["sampled_tokens"]) for r in rs)
-            med[system]["seeds"] = sorted(r["seed"] for r in rs)
+        evals = [r["eval_return"] for r in rs if r.get("eval_return") is not None]
+        m["eval_return"] = statistics.median(evals) if evals else None
+        m["tool_calls"] = statistics.median(statistics.fmean(r["tool_calls"]) for r in rs)
+        m["sampled_tokens"] = statistics.median(statistics.fmean(r["sampled_tokens"]) for r in rs)
     out = {"medians": med}
     if len(med) == 2:
-        o, t = med["ours"], med["trl"]
-        out["ratios"] = {"time_per_step_ours_over_trl": o["seconds_per_step"] / t["seconds_per_step"],
-                         "peak_rss_ours_over_trl": o["peak_rss_mb"] / t["peak_rss_mb"]}
+        out["ratios"] = cost_ratios(med["ours"], med["trl"])
     return out
 
 

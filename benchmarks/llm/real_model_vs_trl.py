@@ -167,19 +167,29 @@ def launch(args: argparse.Namespace, system: str, seed: int) -> dict:
     return tiny.run_child(cmd, f"{system} seed {seed}")
 
 
-def summarise(runs: list[dict], base: float) -> dict:
+def system_medians(runs: list[dict], keys: tuple[str, ...]) -> dict[str, dict]:
+    """Per system that ran: the median over its runs (seeds) of each of ``keys``, and its seeds."""
     med = {}
     for system in SYSTEMS:
         rs = [r for r in runs if r["system"] == system]
         if rs:
-            med[system] = {k: statistics.median(r[k] for r in rs) for k in
-                           ("seconds_per_step", "peak_rss_mb", "accuracy_after")}
+            med[system] = {k: statistics.median(r[k] for r in rs) for k in keys}
             med[system]["seeds"] = sorted(r["seed"] for r in rs)
+    return med
+
+
+def cost_ratios(ours: dict, trl: dict) -> dict[str, float]:
+    """Ours over TRL's median time per step and peak RSS."""
+    return {"time_per_step_ours_over_trl": ours["seconds_per_step"] / trl["seconds_per_step"],
+            "peak_rss_ours_over_trl": ours["peak_rss_mb"] / trl["peak_rss_mb"]}
+
+
+def summarise(runs: list[dict], base: float) -> dict:
+    med = system_medians(runs, ("seconds_per_step", "peak_rss_mb", "accuracy_after"))
     out = {"accuracy_base": base, "medians": med}
     if len(med) == 2:
         o, t = med["ours"], med["trl"]
-        out["ratios"] = {"time_per_step_ours_over_trl": o["seconds_per_step"] / t["seconds_per_step"],
-                         "peak_rss_ours_over_trl": o["peak_rss_mb"] / t["peak_rss_mb"],
+        out["ratios"] = {**cost_ratios(o, t),
                          "accuracy_after_ours_minus_trl_points": 100 * (o["accuracy_after"] - t["accuracy_after"])}
     return out
 
