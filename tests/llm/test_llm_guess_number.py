@@ -108,8 +108,9 @@ def test_random_games_are_legal_and_end_solved_or_at_the_turn_limit():
     assert 6.8 < np.mean(lengths) < 8.2  # the random legal player needs 7.5 guesses on average
 
 
-def test_chat_template_renders_prefix_stably_and_ends_assistant_turns_with_eos():
-    tok = guess_tokenizer()
+@pytest.mark.parametrize("number_tokens", [False, True])
+def test_chat_template_renders_prefix_stably_and_ends_assistant_turns_with_eos(number_tokens):
+    tok = guess_tokenizer(number_tokens)
     game = random_game(np.random.default_rng(1), max_turns=15)
     assert len(game) >= 5
     for k in range(1, len(game), 2):  # history up to a user message, then the assistant's reply and feedback
@@ -121,11 +122,22 @@ def test_chat_template_renders_prefix_stably_and_ends_assistant_turns_with_eos()
         assert after[:len(before) + len(reply)] == before + reply  # sampled tokens stay as sampled
 
 
-def test_training_ids_are_the_chat_template_rendering_and_labels_cover_assistant_tokens():
-    tok = guess_tokenizer()
+@pytest.mark.parametrize("number_tokens", [False, True])
+def test_training_ids_are_the_chat_template_rendering_and_labels_cover_assistant_tokens(number_tokens):
+    tok = guess_tokenizer(number_tokens)
     game = random_game(np.random.default_rng(2), max_turns=15)
     ids, labels = encode_game(tok, game)
     text = tok.apply_chat_template(game, tokenize=False)
     assert ids == tok(text, add_special_tokens=False).input_ids
     trained = tok.decode([t for t in labels if t != -100])
     assert trained == "".join(m["content"] + "<eos>" for m in game if m["role"] == "assistant")
+
+
+def test_number_tokens_make_each_number_of_a_message_one_token():
+    tok = guess_tokenizer(number_tokens=True)
+    ids = tok("025<x<063:041", add_special_tokens=False).input_ids
+    assert tok.convert_ids_to_tokens(ids) == ["025", "<", "x", "<", "063", ":", "041"]
+    assert tok.decode(ids) == "025<x<063:041"
+    # Other digits stay characters; without number tokens every digit is one.
+    assert tok.convert_ids_to_tokens(tok("1 to 1000", add_special_tokens=False).input_ids)[:3] == ["1", " ", "t"]
+    assert len(guess_tokenizer()("025<x<063:041", add_special_tokens=False).input_ids) == 13

@@ -61,6 +61,9 @@ class GuessSpec:
     # Draw this many batches of games at once and batch them by length: less padding, about 0.7x the time
     # per step (docs/guess-number.md). 1: one batch at a time, as the shipped weights were built.
     buckets: int = 1
+    # Each number 000..101 one token (else three digit characters): a guess is one categorical draw
+    # instead of three digits that must jointly land inside the interval.
+    number_tokens: bool = False
     seed: int = 0
 
     def key(self) -> str:
@@ -69,9 +72,13 @@ class GuessSpec:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def guess_tokenizer() -> Any:
-    """The character tokenizer with the guess player's chat template."""
-    tok = char_tokenizer()
+NUMBERS = tuple(f"{n:03d}" for n in range(LOW - 1, HIGH + 2))  # the player's numbers, as it writes them
+
+
+def guess_tokenizer(number_tokens: bool = False) -> Any:
+    """The character tokenizer with the guess player's chat template (``number_tokens``: ``"000"`` ..
+    ``"101"`` are one token each)."""
+    tok = char_tokenizer(NUMBERS if number_tokens else ())
     tok.chat_template = CHAT_TEMPLATE
     return tok
 
@@ -101,7 +108,7 @@ def encode_game(tok: Any, messages: list[dict]) -> tuple[list[int], list[int]]:
     ids: list[int] = []
     labels: list[int] = []
     for m in messages:
-        piece = tok.convert_tokens_to_ids(list(m["content"]))
+        piece = tok(m["content"], add_special_tokens=False).input_ids
         if m["role"] == "assistant":
             piece = piece + [tok.eos_token_id]
             labels += piece
@@ -140,7 +147,7 @@ def pretrain(spec: GuessSpec, log: Any = None, threads: int = 1, eval_seeds: Any
     """Next-token prediction on ``spec.max_steps`` batches of fresh random games, then :func:`evaluate`
     on ``eval_seeds`` (none: no evaluation)."""
     with torch_threads(threads):
-        tok = guess_tokenizer()
+        tok = guess_tokenizer(spec.number_tokens)
         model = new_model(spec, tok)
         rng = np.random.default_rng(spec.seed)
         opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import time
 from contextlib import contextmanager
@@ -57,14 +58,16 @@ class TinySpec:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def char_tokenizer() -> Any:
-    """A character-level fast tokenizer: printable ASCII and newline, plus pad/eos/unk."""
+def char_tokenizer(words: tuple[str, ...] = ()) -> Any:
+    """A character-level fast tokenizer: printable ASCII and newline, plus pad/eos/unk; each of ``words``
+    (e.g. the numbers ``"000"`` .. ``"101"``) is one token wherever it occurs in the text."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {t: i for i, t in enumerate(SPECIALS + CHARS)}
+    vocab = {t: i for i, t in enumerate(SPECIALS + CHARS + words)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    pattern = "|".join([*(re.escape(w) for w in sorted(words, key=len, reverse=True)), r"[\s\S]"])
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior="isolated")
     tok.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
                                    unk_token="<unk>", padding_side="left")
