@@ -51,15 +51,15 @@ def games(player):
 def test_shipped_player_plays_by_the_feedback(games):
     shown, hidden = games[False], games[True]
     assert shown["episodes"] == len(SEEDS)
-    # Recorded over 200 games by the build: illegal 0.40, solved 0.645 (8.8 guesses); hidden: 0.77, 0.08.
-    assert shown["illegal_rate"] <= 0.55, shown["illegal_rate"]
-    assert shown["solve_rate"] >= 0.4, shown["solve_rate"]
+    # Recorded over 200 games by the build: illegal 0.16, solved 0.935 (8.1 guesses); hidden: 0.69, 0.13.
+    assert shown["illegal_rate"] <= 0.35, shown["illegal_rate"]
+    assert shown["solve_rate"] >= 0.7, shown["solve_rate"]
 
 
 def test_with_the_feedback_hidden_the_player_cannot_narrow_the_interval(games):
     shown, hidden = games[False], games[True]
-    assert hidden["solve_rate"] <= 0.3 and hidden["solve_rate"] < shown["solve_rate"] - 0.2, hidden["solve_rate"]
-    assert hidden["illegal_rate"] > shown["illegal_rate"] + 0.15
+    assert hidden["solve_rate"] <= 0.35 and hidden["solve_rate"] < shown["solve_rate"] - 0.4, hidden["solve_rate"]
+    assert hidden["illegal_rate"] > shown["illegal_rate"] + 0.3
 
 
 def test_play_is_reproducible_under_its_sample_seed_and_leaves_torch_rng_alone(player):
@@ -107,7 +107,7 @@ def test_an_episode_that_fills_the_context_ends_truncated_instead_of_failing(pla
     assert res["truncation_rate"] == 1.0 and res["mean_turns"] == 0 and res["solve_rate"] == 0
 
 
-def test_length_buckets_batch_games_of_similar_length_and_one_bucket_draws_as_the_shipped_build():
+def test_length_buckets_batch_games_of_similar_length_and_one_bucket_draws_games_in_order():
     import numpy as np
 
     batches = gt._length_batches(np.random.default_rng(0), gt.GuessSpec(batch=4, buckets=3))
@@ -115,7 +115,7 @@ def test_length_buckets_batch_games_of_similar_length_and_one_bucket_draws_as_th
     spans = sorted((min(map(len, b)), max(map(len, b))) for b in batches)  # (shortest, longest) game per batch
     assert all(hi <= lo for (_, hi), (lo, _) in zip(spans, spans[1:])), spans
     assert len({len(g) for b in batches for g in b}) > 1  # games of several lengths to group
-    # One bucket: the games drawn one at a time, in order (the shipped weights were built so).
+    # One bucket: the games drawn one at a time, in order (the first shipped weights were built so).
     rng = np.random.default_rng(5)
-    assert gt._length_batches(np.random.default_rng(5), gt.GuessSpec(batch=4)) == [
+    assert gt._length_batches(np.random.default_rng(5), gt.GuessSpec(batch=4, buckets=1)) == [
         [gt.random_game(rng, 15) for _ in range(4)]]

@@ -92,6 +92,21 @@ def test_limits_truncate():
     assert float(episode_batch([e, e], [1], tok, "mask", 2.0, 0.0).loss_mask.sum()) == 0.0
 
 
+def test_an_episode_the_env_truncates_keeps_its_reward_under_every_truncation_policy():
+    class TimeLimit(TwoTurnEnv):  # the environment's own limit, with the reward it chose for running out
+        def step(self, message):
+            return [{"role": "user", "content": "x"}], -1.5, False, True, {}
+
+    tok = char_tokenizer()
+    (e, _), _ = run(TimeLimit, tok, ["ab"])
+    assert e.stop == "env truncated" and e.truncated and not e.cut
+    for policy in ("keep", "penalize", "mask"):
+        b = episode_batch([e, e], [1], tok, policy, 2.0, 0.0)
+        assert b.returns.tolist() == [-1.5, -1.5] and float(b.loss_mask.sum()) > 0, policy
+    (cut, _), _ = run(TimeLimit, tok, ["abcdefghij"], max_new_tokens=4)  # cut by the rollout: the policy applies
+    assert cut.cut and episode_batch([cut, cut], [1], tok, "penalize", 2.0, 0.0).returns.tolist() == [-2.0] * 2
+
+
 class Raising(TwoTurnEnv):
     def step(self, message):
         raise RuntimeError("boom")

@@ -71,3 +71,17 @@ def test_two_steps_of_multi_turn_training(chat_tiny, tmp_path, advantage="turn")
     assert len(samples) == 4 and samples[0]["messages"][0]["role"] == "user"
     assert any(t for t, _ in samples[0]["tokens"]) and any(not t for t, _ in samples[0]["tokens"])
     assert "episode/return_mean" in summary["env_eval_before"] and "episode/turns_mean" in summary["env_eval_after"]
+
+
+@pytest.mark.parametrize("policy, want", [("keep", 0.0), ("penalize", -5.0)])
+def test_the_evaluation_return_counts_the_truncation_penalty_as_training_does(chat_tiny, tmp_path, policy, want):
+    """One new token per turn leaves no room for an end of turn: every episode is cut at its first turn
+    (reward 0), so the evaluated return is exactly minus the penalty, or 0 when truncation is kept."""
+    from grpo.llm.config import GRPOConfig
+    from grpo.llm.run import train
+
+    cfg = GRPOConfig(model=str(chat_tiny), env="toy_add_env:AddEnv", steps=1, prompts_per_step=1, group_size=2,
+                     max_turns=2, max_new_tokens=1, truncated=policy, truncated_penalty=5.0, env_eval_episodes=3,
+                     out=str(tmp_path / policy), progress=False, report_to=["none"])
+    before = train(cfg, log=lambda *_: None)["env_eval_before"]
+    assert before["episode/truncated_frac"] == 1.0 and before["episode/return_mean"] == want

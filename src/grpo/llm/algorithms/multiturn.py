@@ -115,10 +115,11 @@ class MultiTurnTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, episodes: int) -> dict[str, float]:
         """Mean return, turns, truncation and env info over ``episodes`` episodes of the fixed seeds
-        10000, 10001, ... (one episode each, sampled as in training, keyed by the run seed)."""
+        10000, 10001, ... (one episode each, sampled as in training, keyed by the run seed); the return
+        counts the truncation penalty as training does."""
         seeds = list(range(EVAL_SEED_BASE, EVAL_SEED_BASE + episodes))
         with torch.no_grad(), self.rt.generation(self.policy) as model:
             eps = self.runner.run(model, seeds, 1, -1)
-        b = episode_batch(eps, seeds, self.tok, "keep", 0.0, 0.0)
+        b = episode_batch(eps, seeds, self.tok, self.cfg.truncated, self.cfg.truncated_penalty, 0.0)
         m = episode_metrics(b, 1)
         return {k: v for k, v in m.items() if k.startswith(("episode/", "tools/", "env/"))}

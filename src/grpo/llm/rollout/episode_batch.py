@@ -45,8 +45,9 @@ class EpisodeBatch:
 
 def episode_batch(episodes: list[Episode], seeds: list[int], tokenizer: Any, truncated: str, penalty: float,
                   gen_seconds: float) -> EpisodeBatch:
-    """Tensors of ``episodes``; ``truncated``: keep, penalize (``-penalty`` on the last turn's reward) or
-    mask (no loss on truncated episodes)."""
+    """Tensors of ``episodes``; ``truncated``: episodes the rollout cut (:attr:`Episode.cut`) keep their
+    return, are penalized (``-penalty`` on the last turn's reward) or masked (no loss). An episode the
+    environment truncated itself keeps the return the environment gave it under every policy."""
     if truncated not in TRUNCATED_POLICIES:
         raise ValueError(f"truncated={truncated!r}; choose one of {TRUNCATED_POLICIES}")
     N, pad = len(episodes), tokenizer.pad_token_id
@@ -66,9 +67,9 @@ def episode_batch(episodes: list[Episode], seeds: list[int], tokenizer: Any, tru
             turn_index[i, :len(rest)] = torch.tensor(e.turn_of[e.prompt_len:]).clamp(min=0)
         if e.turns:
             rewards[i, :e.turns], turn_mask[i, :e.turns] = torch.tensor(e.rewards), True
-            if e.truncated and truncated == "penalize":
+            if e.cut and truncated == "penalize":
                 rewards[i, e.turns - 1] -= penalty
-        if e.truncated and truncated == "mask":
+        if e.cut and truncated == "mask":
             loss_mask[i] = 0
     trunc = torch.tensor([e.truncated for e in episodes])
     texts = [tokenizer.decode(e.ids[e.prompt_len:], skip_special_tokens=False) for e in episodes]

@@ -76,6 +76,12 @@ class Episode:
         return len(self.rewards)
 
     @property
+    def cut(self) -> bool:
+        """Truncated by the rollout's limits (turns, tokens, a turn without an end-of-turn token), not by the
+        environment itself: an environment's own truncation carries the reward it chose for it."""
+        return self.truncated and self.stop != "env truncated"
+
+    @property
     def ret(self) -> float:
         return float(sum(self.rewards))
 
