@@ -70,26 +70,28 @@ def run_demo(out, *extra: str) -> dict:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """The demo as the CLI runs it (about 10 minutes on one busy thread), shared by the tests below."""
+    """The demo as the CLI runs it (about 10 minutes on one thread), shared by the tests below."""
     return run_demo(tmp_path_factory.mktemp("guess") / "demo")
 
 
 @pytest.mark.slow
 def test_demo_learns_from_the_feedback_and_its_control_does_not(demo, tmp_path):
-    """Measured (docs/guess-number.md): solved 0.51 -> 0.72, illegal share 0.39 -> 0.30; hidden feedback:
-    solved 0.02 -> 0.05. The control plays the same recipe with the replies hidden. Run seed 0 (the
-    default); seeds 1 and 2 gave solved 0.58 -> 0.55 and 0.64 -> 0.71: the learning is not robust yet."""
+    """Measured (docs/guess-number.md, run seed 0, the default): guesses per solved game 7.47 -> 6.95, solved
+    0.96 -> 0.99, mean return 0.18 -> 0.29 (seeds 1 and 2: guesses 7.51 -> 7.38 and 8.08 -> 7.27). The control plays the same recipe with the replies hidden: it solves none
+    of its games before or after (it learns to stop at once, the best it can do without the feedback)."""
     before, after = demo["env_eval_before"], demo["env_eval_after"]
-    assert after["env/solved"] >= before["env/solved"] + 0.1, (before, after)
-    assert after["episode/return_mean"] >= before["episode/return_mean"] + 0.15, (before, after)
-    assert after["env/illegal_frac"] < before["env/illegal_frac"], (before, after)
-    hidden = run_demo(tmp_path / "hidden", "--env-feedback", "hide")["env_eval_after"]
-    assert hidden["env/solved"] < 0.2 and hidden["env/solved"] < after["env/solved"] - 0.3, hidden
+    assert after["env/guesses"] <= before["env/guesses"] - 0.2, (before, after)
+    assert after["episode/return_mean"] >= before["episode/return_mean"] + 0.04, (before, after)
+    assert after["env/solved"] >= before["env/solved"] - 0.03, (before, after)
+    hidden = run_demo(tmp_path / "hidden", "--env-feedback", "hide")
+    for figures in (hidden["env_eval_before"], hidden["env_eval_after"]):
+        assert figures.get("env/solved", 0.0) < 0.1, figures  # no env step at all: no env/solved
+        assert figures["episode/return_mean"] < before["episode/return_mean"] - 1.0, figures
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 14's bar is not reached yet: the demo raises the solve rate, not yet the "
-                          "speed of solving (docs/guess-number.md)", strict=False)
+@pytest.mark.xfail(reason="issue 14's bar is not reached yet: 150 steps bring the guesses per solved game "
+                          "to 6.95-7.38 on seeds 0-2, not to 6.5 (docs/guess-number.md)", strict=False)
 def test_demo_reaches_the_bar(demo):
     """The bar (issue 14): at most 6.5 guesses per solved game, with no fewer games solved than before."""
     before, after = demo["env_eval_before"], demo["env_eval_after"]
