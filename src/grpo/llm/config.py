@@ -30,7 +30,7 @@ TINY_MAX_NEW_TOKENS = 8
 
 # --model guess-tiny: the built-in guess-the-number player (grpo.llm.modeling.guess_tiny). With
 # --env guess-number and no --model (or this one) the CPU demo's recipe fills every option not given
-# (docs/guess-number.md); a message of the player is 13 characters and <eos>: 14 new tokens per turn.
+# (docs/guess-number.md); a message of the player is 7 tokens and <eos> (one token per number): 14 new tokens leave room.
 GUESS_MODEL = "guess-tiny"
 GUESS_FOLDER = Path(__file__).resolve().parent / "modeling" / "guess_tiny_model"  # its shipped weights
 GUESS_PRESETS = {
