@@ -77,8 +77,9 @@ def demo(tmp_path_factory):
 @pytest.mark.slow
 def test_demo_learns_from_the_feedback_and_its_control_does_not(demo, tmp_path):
     """Measured (docs/guess-number.md, run seed 0, the default): guesses per solved game 7.47 -> 6.95, solved
-    0.96 -> 0.99, mean return 0.18 -> 0.29 (seeds 1 and 2: guesses 7.51 -> 7.38 and 8.08 -> 7.27). The control plays the same recipe with the replies hidden: it solves none
-    of its games before or after (it learns to stop at once, the best it can do without the feedback)."""
+    0.96 -> 0.99, mean return 0.18 -> 0.29 (seeds 1 and 2: guesses 7.51 -> 7.38 and 8.08 -> 7.27). The
+    control plays the same recipe with the replies hidden: it solves none of its games before or after
+    (it learns to stop at once, the best it can do without the feedback)."""
     before, after = demo["env_eval_before"], demo["env_eval_after"]
     assert after["env/guesses"] <= before["env/guesses"] - 0.2, (before, after)
     assert after["episode/return_mean"] >= before["episode/return_mean"] + 0.04, (before, after)
