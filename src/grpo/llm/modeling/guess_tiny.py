@@ -77,9 +77,9 @@ class GuessSpec:
 NUMBERS = tuple(f"{n:03d}" for n in range(LOW - 1, HIGH + 2))  # the player's numbers, as it writes them
 
 
-def guess_tokenizer(number_tokens: bool = False) -> Any:
-    """The character tokenizer with the guess player's chat template (``number_tokens``: ``"000"`` ..
-    ``"101"`` are one token each)."""
+def guess_tokenizer(number_tokens: bool = True) -> Any:
+    """The character tokenizer with the guess player's chat template; with ``number_tokens`` (the shipped
+    player's), ``"000"`` .. ``"101"`` are one token each."""
     tok = char_tokenizer(NUMBERS if number_tokens else ())
     tok.chat_template = CHAT_TEMPLATE
     return tok
