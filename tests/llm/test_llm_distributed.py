@@ -112,6 +112,9 @@ class ThreadRank(Runtime):
     def cat(self, x):
         return torch.cat(self._exchange(x))
 
+    def gather_objects(self, obj):
+        return self._exchange(obj)
+
     def unscale(self, optimizer):
         params = [p for group in optimizer.param_groups for p in group["params"]]
         grads = self._exchange([torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params])
@@ -157,6 +160,77 @@ def test_two_ranks_give_the_one_process_update(tiny_path, aggregation, reward_sc
     for p1, p0, p in zip(ranks[1].policy.parameters(), ranks[0].policy.parameters(), one.policy.parameters()):
         assert torch.equal(p0, p1)  # replicas identical
         torch.testing.assert_close(p0, p, atol=2e-6, rtol=1e-4)  # = the one-process run
+
+
+def _in_two_thread_ranks(make, steps: int) -> tuple[list, list, list]:
+    """``make(runtime)`` trainers on two ThreadRanks, stepped ``steps`` times; the two trainers, rank
+    0's metrics of each step, and each rank's batch of each step."""
+    shared = {"slots": [None, None], "barrier": threading.Barrier(2)}
+    ranks = [make(ThreadRank(r, 2, shared)) for r in range(2)]
+    errors: list[BaseException] = []
+    metrics: list[dict] = []
+    batches: list[list] = [[None] * steps, [None] * steps]
+
+    def run(t):
+        try:
+            for step in range(steps):
+                m, batches[t.rt.rank][step] = t.step(step)
+                if t.rt.rank == 0:
+                    metrics.append(m)
+        except BaseException as err:  # surfaced below; a dead rank would leave the other at the barrier
+            errors.append(err)
+            shared["barrier"].abort()
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in ranks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    return ranks, metrics, batches
+
+
+def test_multi_turn_on_two_ranks_gives_the_one_process_update():
+    """Each rank plays its share of the step's groups (episodes sampled by their place in the global
+    batch): the same episodes, the same update and the same episode metrics as one process."""
+    from grpo.llm.algorithms.multiturn import MultiTurnTrainer
+    from grpo.llm.modeling.guess_tiny import guess_model_path
+    from grpo.llm.modeling.models import frozen_copy, load_model, load_tokenizer
+
+    path = str(guess_model_path())
+    cfg = GRPOConfig(model=path, env="guess-number", prompts_per_step=4, group_size=3, max_turns=4, max_new_tokens=9,
+                     micro_batch=3, mu=2, temperature=1.0, env_advantage="turn", seed=11)  # 3: same micro-batches as one process
+
+    def make(runtime=None):
+        policy = load_model(path)
+        # SGD: the weights move by the gradient itself (Adam would magnify float noise on near-zero gradients).
+        return MultiTurnTrainer(cfg, policy, load_tokenizer(path), frozen_copy(policy),
+                                torch.optim.SGD(policy.parameters(), lr=0.05), runtime=runtime)
+
+    one = make()
+    one_out = [one.step(step) for step in range(2)]
+    one_metrics = [m for m, _ in one_out]
+    ranks, metrics, batches = _in_two_thread_ranks(make, 2)
+    for step, (_, b) in enumerate(one_out):  # the same episodes, split by group between the ranks
+        split = [e.ids for r in (0, 1) for e in batches[r][step].episodes]
+        assert [e.ids for e in b.episodes] == split and len(batches[0][step].episodes) == 6
+    for p1, p0, p in zip(ranks[1].policy.parameters(), ranks[0].policy.parameters(), one.policy.parameters()):
+        assert torch.equal(p0, p1)  # replicas identical
+        torch.testing.assert_close(p0, p, atol=1e-6, rtol=1e-5)  # = the one-process run
+    assert one_metrics[0]["policy/grad_norm"] > 0  # the update moved something
+    for x, y in zip(one_metrics, metrics):
+        for key in ("episode/return_mean", "episode/return_std", "episode/turns_mean", "env/solved",
+                    "groups/used", "groups/zero_std_frac", "kl/ref", "loss/policy"):
+            assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-6), key
+
+
+def test_multi_turn_runs_on_ddp_only():
+    rt = Runtime(torch.device("cpu"))
+    rt.world_size, rt.strategy = 2, "FSDP2"
+    with pytest.raises(ValueError, match="several processes under FSDP2 \\(DDP only\\)"):
+        check_scale_out(GRPOConfig(env="guess-number"), rt)
+    rt.strategy = "DDP"
+    check_scale_out(GRPOConfig(env="guess-number"), rt)
 
 
 def test_two_gloo_processes_equal_one_process(tiny_path, tmp_path):

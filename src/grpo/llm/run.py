@@ -15,7 +15,7 @@ from grpo.llm.infra.checkpoint import load_trainer_state, prepare_run_dir, save_
 from grpo.llm.config import GRPOConfig
 from grpo.llm.infra.distributed import Runtime, make_runtime
 from grpo.llm.data.heldout import eval_set
-from grpo.llm.infra.fsdp import state_mb
+from grpo.llm.infra.fsdp import DDP, state_mb
 from grpo.llm.data.tasks import default_rewards, load_rows
 from grpo.llm.evaluation import greedy_accuracy
 from grpo.llm.modeling.models import frozen_copy, load_model, load_tokenizer
@@ -56,7 +56,10 @@ def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = p
 
         import_vllm()  # not installed: say how, before loading anything
     if cfg.env:
-        given = {"--algo ppo": getattr(cfg, "algo", "grpo") == "ppo", "several processes": rt.world_size > 1,
+        # Several processes: DDP only. Under FSDP and ZeRO-3 every forward pass is collective, and the episodes
+        # of each process end at different turns, so their generation loops would not stay in step.
+        given = {"--algo ppo": getattr(cfg, "algo", "grpo") == "ppo",
+                 f"several processes under {rt.strategy} (DDP only)": rt.world_size > 1 and rt.strategy != DDP,
                  "--generation vllm": cfg.generation == "vllm", "--dynamic-sampling": cfg.dynamic_sampling}
         if any(given.values()):
             raise ValueError(f"--env (multi-turn) does not support {', '.join(k for k, on in given.items() if on)} "
@@ -96,13 +99,15 @@ def preflight(cfg: GRPOConfig) -> None:
     from grpo.llm.infra.distributed import autocast_dtype
     from grpo.llm.modeling.models import pick_device
 
-    from grpo.llm.infra.launch import check_launch_config
+    from grpo.llm.infra.launch import check_launch_config, launch_kind
 
     autocast_dtype(cfg.mixed_precision, pick_device(cfg.device))
     check_launch_config(cfg.accelerate_config, pick_device(cfg.device).type)
     check_adapter_options(cfg)
-    if cfg.env:
-        raise ValueError("--env (multi-turn) runs in one process for now: leave --num-processes at 1")
+    if cfg.env and launch_kind(cfg.accelerate_config) in ("FSDP", "DEEPSPEED"):
+        raise ValueError(f"--env (multi-turn) on several processes runs under DDP only, not the "
+                         f"{launch_kind(cfg.accelerate_config)} of {cfg.accelerate_config} (episodes end at different "
+                         "turns on each process, and FSDP/ZeRO-3 forward passes are collective): drop --accelerate-config")
     if cfg.generation == "vllm":
         from grpo.llm.rollout.vllm_engine import import_vllm
 

@@ -69,10 +69,12 @@ class MultiTurnTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ 0. episodes
     def collect(self, step: int) -> EpisodeBatch:
         cfg = self.cfg
-        seeds = group_seeds(cfg.seed, step, cfg.prompts_per_step)  # [B] one reset seed per group
+        share = self.rt.shard(cfg.prompts_per_step)  # this process's groups of the step
+        seeds = group_seeds(cfg.seed, step, cfg.prompts_per_step)[share]  # [B_local] one reset seed per group
         t0 = time.perf_counter()
         with self.rt.generation(self.policy) as model:
-            eps = self.runner.run(model, seeds, cfg.group_size, step)
+            # Sampling keyed by each episode's place in the step's global batch: the same episodes on any process.
+            eps = self.runner.run(model, seeds, cfg.group_size, step, first=share.start * cfg.group_size)
         return episode_batch(eps, seeds, self.tok, cfg.truncated, cfg.truncated_penalty, time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ 1. advantages
@@ -85,7 +87,7 @@ class MultiTurnTrainer(GRPOTrainer):
             return adv.reshape(N, 1).expand(N, C).to(self.device)
         K = b.rewards.shape[1]
         mask = b.turn_mask.view(-1, G, K)  # [B, G, K]
-        to_go = discounted_returns(b.rewards.view(-1, G, K), mask, 1.0)  # [B, G, K]
+        to_go = discounted_returns(b.rewards.view(-1, G, K), mask, self.cfg.env_gamma)  # [B, G, K]
         per_turn = timestep_group_advantages(to_go, mask, self.cfg.reward_scale).reshape(N, K)  # [N, K]
         return per_turn.gather(1, b.turn_index).to(self.device)  # [N, C]
 
@@ -101,12 +103,14 @@ class MultiTurnTrainer(GRPOTrainer):
         roll = type(roll)(roll.prompt_ids.to(self.device), roll.prompt_mask.to(self.device),
                           roll.completion_ids.to(self.device), roll.completion_mask.to(self.device), roll.truncated,
                           roll.completions)
-        metrics = self.update(roll, adv, loss_mask) if float(loss_mask.sum()) > 0 else {}
+        # Every process takes the update (its collectives) or none does.
+        metrics = self.update(roll, adv, loss_mask) if float(self.rt.sum(loss_mask.sum())) > 0 else {}
         if cfg.ref_reset_every and self.ref is not None and (step + 1) % cfg.ref_reset_every == 0:
             self.ref.load_state_dict(self.rt.unwrap(self.policy).state_dict())
         step_s = time.perf_counter() - t0
-        metrics.update(episode_metrics(b, cfg.group_size))
-        metrics.update({"time/step_s": step_s, "time/generation_frac": b.gen_seconds / max(step_s, 1e-9)})
+        metrics.update(episode_metrics(b, cfg.group_size, self.rt))  # over every process's episodes
+        step_s, gen_s = float(self.rt.max(step_s)), float(self.rt.max(b.gen_seconds))  # the slowest process
+        metrics.update({"time/step_s": step_s, "time/generation_frac": gen_s / max(step_s, 1e-9)})
         return metrics, b
 
     def sample_records(self, b: EpisodeBatch, step: int, limit: int) -> list[dict[str, Any]]:

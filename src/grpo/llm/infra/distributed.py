@@ -138,6 +138,10 @@ class Runtime:
         """Concatenate ``x`` [n_r, ...] of every rank along dim 0, in rank order (sizes may differ)."""
         return x
 
+    def gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (picklable), in rank order."""
+        return [obj]
+
     def barrier(self) -> None:
         pass
 
@@ -316,6 +320,13 @@ class AccelerateRuntime(Runtime):
         dist.all_gather(parts, padded)
         out = torch.cat([p[:int(s)] for p, s in zip(parts, sizes)]).to(x.device)
         return out.bool() if x.dtype == torch.bool else out
+
+    def gather_objects(self, obj: Any) -> list[Any]:
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
 
     def barrier(self) -> None:
         import torch.distributed as dist

@@ -15,15 +15,24 @@ ZERO3_ON_CPU = ("DeepSpeed ZeRO-3 does not run on CPU processes here (its partit
                 "for grpo's log-prob pass); use deepspeed_zero2.yaml or fsdp.yaml, which do (docs/scale-out.md)")
 
 
+def _launch_config(path: str) -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text()) or {}
+
+
+def launch_kind(path: str | None) -> str:
+    """The ``distributed_type`` an accelerate config file asks for, upper case ("" for none: DDP)."""
+    return "" if path is None else str(_launch_config(path).get("distributed_type", "")).upper()
+
+
 def check_launch_config(path: str | None, device: str) -> None:
     """Refuse, before any process starts, an accelerate config grpo cannot run: FSDP other than
     ``fsdp_version: 2``, DeepSpeed when it is not installed, ZeRO-3 on CPU processes."""
     if path is None:
         return
-    import yaml
-
-    conf = yaml.safe_load(Path(path).read_text()) or {}
-    kind = str(conf.get("distributed_type", "")).upper()
+    conf = _launch_config(path)
+    kind = launch_kind(path)
     if kind == "FSDP" and int((conf.get("fsdp_config") or {}).get("fsdp_version", 1)) != 2:
         raise ValueError(f"{path}: set fsdp_version: 2 under fsdp_config (grpo runs FSDP2 only)")
     if kind == "DEEPSPEED":

@@ -83,31 +83,46 @@ def dropped_groups(b: EpisodeBatch, G: int) -> Tensor:
     return failed.view(-1, G).any(1, keepdim=True).expand(-1, G).reshape(-1)
 
 
-def episode_metrics(b: EpisodeBatch, G: int) -> dict[str, float]:
+def episode_stats(b: EpisodeBatch) -> dict[str, list]:
+    """Each episode's figures as plain lists (picklable: gathered over processes), group-major."""
+    eps = b.episodes
+    sampled = b.loss_mask.sum(1).tolist()  # [N]
+    return {"return": b.returns.tolist(), "turns": [e.turns for e in eps], "tokens": [len(e.ids) for e in eps],
+            "sampled_tokens": sampled, "truncated": [e.truncated for e in eps],
+            "terminated": [e.terminated for e in eps], "failed": [e.failed is not None for e in eps],
+            "tool_calls": [e.tool_calls for e in eps], "tool_errors": [e.tool_errors for e in eps],
+            "info": [{k: float(v) for k, v in e.info.items()
+                      if isinstance(v, (bool, int, float)) and math.isfinite(float(v))} for e in eps]}
+
+
+def episode_metrics(b: EpisodeBatch, G: int, rt: Any = None) -> dict[str, float]:
     """Per-step metrics of the episodes: returns, turns, tool use, truncation, env failures, and the mean
-    of every number the environments put in their last ``info`` (``env/NAME``)."""
-    eps, ret = b.episodes, b.returns
-    n = max(len(eps), 1)
+    of every number the environments put in their last ``info`` (``env/NAME``). With a runtime ``rt``,
+    over every process's episodes (a collective: every process calls it); without, over ``b`` alone."""
+    parts = [episode_stats(b)] if rt is None else rt.gather_objects(episode_stats(b))
+    st = {k: [x for p in parts for x in p[k]] for k in parts[0]}
+    ret = torch.tensor(st["return"], dtype=torch.float32)  # [N_global]
+    n = max(len(ret), 1)
+    mean = lambda k: sum(st[k]) / n  # noqa: E731
     out = {
         "reward/total/mean": float(ret.mean()),  # the progress bar's figure: the mean episode return
         "episode/return_mean": float(ret.mean()),
         "episode/return_std": float(ret.std()) if len(ret) > 1 else 0.0,
-        "episode/turns_mean": sum(e.turns for e in eps) / n,
-        "episode/tokens_mean": sum(len(e.ids) for e in eps) / n,
-        "episode/sampled_tokens_mean": float(b.loss_mask.sum()) / n,
-        "episode/truncated_frac": sum(e.truncated for e in eps) / n,
-        "episode/terminated_frac": sum(e.terminated for e in eps) / n,
-        "episode/failed_frac": sum(e.failed is not None for e in eps) / n,
-        "tools/calls_per_episode": sum(e.tool_calls for e in eps) / n,
-        "tools/errors_per_episode": sum(e.tool_errors for e in eps) / n,
+        "episode/turns_mean": mean("turns"),
+        "episode/tokens_mean": mean("tokens"),
+        "episode/sampled_tokens_mean": mean("sampled_tokens"),
+        "episode/truncated_frac": mean("truncated"),
+        "episode/terminated_frac": mean("terminated"),
+        "episode/failed_frac": mean("failed"),
+        "tools/calls_per_episode": mean("tool_calls"),
+        "tools/errors_per_episode": mean("tool_errors"),
         "groups/zero_std_frac": float((ret.view(-1, G).std(1) < ZERO_STD).float().mean()) if G > 1 else 0.0,
-        "groups/used": float(len(b.seeds)),
+        "groups/used": float(len(ret) // G),
     }
     values: dict[str, list[float]] = {}
-    for e in eps:
-        for k, v in e.info.items():
-            if isinstance(v, (bool, int, float)) and math.isfinite(float(v)):
-                values.setdefault(k, []).append(float(v))
+    for info in st["info"]:
+        for k, v in info.items():
+            values.setdefault(k, []).append(v)
     out.update({f"env/{k}": sum(v) / len(v) for k, v in values.items()})
     return out
 

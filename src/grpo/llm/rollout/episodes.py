@@ -151,8 +151,9 @@ class EpisodeRunner:
                              "(or use a model of a longer context)")
         return Episode(seed, env, ids, len(ids), list(messages), text)  # info: the last step's (reset's stays out)
 
-    def run(self, model: Any, seeds: list[int], group_size: int, step: int) -> list[Episode]:
-        """G episodes per seed (group-major), played to their end."""
+    def run(self, model: Any, seeds: list[int], group_size: int, step: int, first: int = 0) -> list[Episode]:
+        """G episodes per seed (group-major), played to their end; ``first``: the place of the first of them
+        in the step's global batch (a process's share starts there), which keys their sampling."""
         eps = [self._reset(s) for s in seeds for _ in range(group_size)]
         eos = set(eos_ids_of(self.tok, model))
         device = next(model.parameters()).device
@@ -165,7 +166,7 @@ class EpisodeRunner:
                 break
             budget = [min(self.lim.max_new_tokens, self.lim.max_episode_tokens - len(eps[i].ids)) for i in live]
             ids, mask = _left_pad([eps[i].ids for i in live], self.tok.pad_token_id, device)
-            keys = prompt_keys(self.seed, step, turn, live)  # [n]: the turn's randomness, per episode
+            keys = prompt_keys(self.seed, step, turn, [first + i for i in live])  # [n]: the turn's randomness
             roll = self.generate(model, self.tok, ids, mask, 1, max(budget), self.lim.temperature, self.lim.top_p,
                                  self.lim.top_k, self.lim.greedy, keys)
             for row, (i, cap) in enumerate(zip(live, budget)):
