@@ -131,37 +131,6 @@ def _trainer(cfg, tiny_path, runtime=None):
                        frozen_copy(policy), runtime=runtime)
 
 
-@pytest.mark.parametrize("aggregation,reward_scale", [("sequence-mean", "group"), ("token-mean", "batch"),
-                                                      ("constant", "none")])
-def test_two_ranks_give_the_one_process_update(tiny_path, aggregation, reward_scale):
-    cfg = GRPOConfig(model=str(tiny_path), prompts_per_step=4, group_size=4, micro_batch=3, mu=2, max_new_tokens=4,
-                     aggregation=aggregation, reward_scale=reward_scale, entropy_coef=0.01, seed=3)
-    one = _trainer(cfg, tiny_path)
-    for step in range(2):
-        one.step(step)
-    shared = {"slots": [None, None], "barrier": threading.Barrier(2)}
-    ranks = [_trainer(cfg, tiny_path, ThreadRank(r, 2, shared)) for r in range(2)]
-    errors: list[BaseException] = []
-
-    def run(t):
-        try:
-            for step in range(2):
-                t.step(step)
-        except BaseException as err:  # surfaced below; a dead rank would leave the other at the barrier
-            errors.append(err)
-            shared["barrier"].abort()
-
-    threads = [threading.Thread(target=run, args=(t,)) for t in ranks]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors
-    for p1, p0, p in zip(ranks[1].policy.parameters(), ranks[0].policy.parameters(), one.policy.parameters()):
-        assert torch.equal(p0, p1)  # replicas identical
-        torch.testing.assert_close(p0, p, atol=2e-6, rtol=1e-4)  # = the one-process run
-
-
 def _in_two_thread_ranks(make, steps: int) -> tuple[list, list, list]:
     """``make(runtime)`` trainers on two ThreadRanks, stepped ``steps`` times; the two trainers, rank
     0's metrics of each step, and each rank's batch of each step."""
@@ -190,6 +159,20 @@ def _in_two_thread_ranks(make, steps: int) -> tuple[list, list, list]:
     return ranks, metrics, batches
 
 
+@pytest.mark.parametrize("aggregation,reward_scale", [("sequence-mean", "group"), ("token-mean", "batch"),
+                                                      ("constant", "none")])
+def test_two_ranks_give_the_one_process_update(tiny_path, aggregation, reward_scale):
+    cfg = GRPOConfig(model=str(tiny_path), prompts_per_step=4, group_size=4, micro_batch=3, mu=2, max_new_tokens=4,
+                     aggregation=aggregation, reward_scale=reward_scale, entropy_coef=0.01, seed=3)
+    one = _trainer(cfg, tiny_path)
+    for step in range(2):
+        one.step(step)
+    ranks, _, _ = _in_two_thread_ranks(lambda rt: _trainer(cfg, tiny_path, rt), 2)
+    for p1, p0, p in zip(ranks[1].policy.parameters(), ranks[0].policy.parameters(), one.policy.parameters()):
+        assert torch.equal(p0, p1)  # replicas identical
+        torch.testing.assert_close(p0, p, atol=2e-6, rtol=1e-4)  # = the one-process run
+
+
 def test_multi_turn_on_two_ranks_gives_the_one_process_update():
     """Each rank plays its share of the step's groups (episodes sampled by their place in the global
     batch): the same episodes, the same update and the same episode metrics as one process."""
@@ -198,8 +181,9 @@ def test_multi_turn_on_two_ranks_gives_the_one_process_update():
     from grpo.llm.modeling.models import frozen_copy, load_model, load_tokenizer
 
     path = str(guess_model_path())
+    # micro_batch 3 divides both ranks' 6 episodes: the same micro-batches as one process (metrics are means of theirs)
     cfg = GRPOConfig(model=path, env="guess-number", prompts_per_step=4, group_size=3, max_turns=4, max_new_tokens=9,
-                     micro_batch=3, mu=2, temperature=1.0, env_advantage="turn", seed=11)  # 3: same micro-batches as one process
+                     micro_batch=3, mu=2, temperature=1.0, env_advantage="turn", seed=11)
 
     def make(runtime=None):
         policy = load_model(path)

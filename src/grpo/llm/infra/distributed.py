@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from grpo.llm.infra.fsdp import (DDP, FSDP2, SINGLE, full_model_state, full_optimizer_state, fully_shard_model,
-                                 local_numel, requested_strategy, require_deepspeed,
+                                 local_numel, parameter_fingerprint, requested_strategy, require_deepspeed,
                                  without_tied_copies)
 
 # --mixed-precision name -> autocast dtype (None: full precision).
@@ -140,7 +140,13 @@ class Runtime:
 
     def gather_objects(self, obj: Any) -> list[Any]:
         """Every rank's ``obj`` (picklable), in rank order."""
-        return [obj]
+        if self.world_size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
 
     def barrier(self) -> None:
         pass
@@ -321,13 +327,6 @@ class AccelerateRuntime(Runtime):
         out = torch.cat([p[:int(s)] for p, s in zip(parts, sizes)]).to(x.device)
         return out.bool() if x.dtype == torch.bool else out
 
-    def gather_objects(self, obj: Any) -> list[Any]:
-        import torch.distributed as dist
-
-        out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
-        return out
-
     def barrier(self) -> None:
         import torch.distributed as dist
 
@@ -357,18 +356,6 @@ class _WithStateDict:
 
     def save_pretrained(self, path: Any, **kwargs: Any) -> None:
         self.model.save_pretrained(path, state_dict=self.state_dict, **kwargs)
-
-
-def parameter_fingerprint(model: Any) -> Tensor:
-    """Two exact integers [2] from the bits of every parameter: equal parameters give equal ones."""
-    total, weighted = torch.zeros((), dtype=torch.long), torch.zeros((), dtype=torch.long)
-    offset = 0
-    for p in model.parameters():
-        bits = p.detach().float().cpu().contiguous().view(torch.int32).long().flatten()  # [n]
-        pos = torch.arange(offset, offset + bits.numel()) % 1_000_003 + 1
-        total, weighted = total + bits.sum(), weighted + (bits * pos).sum()
-        offset += bits.numel()
-    return torch.stack([total, weighted])
 
 
 def make_runtime(device: str = "auto", mixed_precision: str = "no") -> Runtime:

@@ -112,3 +112,15 @@ def full_optimizer_state(model: Any, optimizer: torch.optim.Optimizer) -> dict[s
 
     return get_optimizer_state_dict(model, optimizer,
                                      options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def parameter_fingerprint(model: Any) -> Tensor:
+    """Two exact integers [2] from the bits of every parameter: equal parameters give equal ones."""
+    total, weighted = torch.zeros((), dtype=torch.long), torch.zeros((), dtype=torch.long)
+    offset = 0
+    for p in model.parameters():
+        bits = p.detach().float().cpu().contiguous().view(torch.int32).long().flatten()  # [n]
+        pos = torch.arange(offset, offset + bits.numel()) % 1_000_003 + 1
+        total, weighted = total + bits.sum(), weighted + (bits * pos).sum()
+        offset += bits.numel()
+    return torch.stack([total, weighted])
