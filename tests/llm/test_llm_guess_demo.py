@@ -50,7 +50,7 @@ def test_one_step_prints_before_after_and_draws_curves(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["llm", "train", "--env", "guess-number", "--out", str(out), "--steps", "1",
                  "--prompts-per-step", "1", "--group-size", "2", "--max-turns", "3", "--env-eval-episodes", "2",
-                 "--eval-every", "1", "--progress", "false", "--report-to", "none"]) == 0
+                 "--eval-every", "1", "--num-processes", "1", "--progress", "false", "--report-to", "none"]) == 0
     printed = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model"].endswith("guess_tiny_model")
@@ -59,6 +59,7 @@ def test_one_step_prints_before_after_and_draws_curves(tmp_path, capsys):
     assert (out / "curves.png").stat().st_size > 1000
     config = json.loads((out / "run_config.json").read_text())
     assert config["max_new_tokens"] == 14 and config["truncated"] == GUESS_PRESETS["truncated"]
+    assert config["env_gamma"] == 0.0 and config["token_selection"] == "top-entropy" and config["beta"] == 0.15
 
 
 
@@ -70,29 +71,31 @@ def run_demo(out, *extra: str) -> dict:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """The demo as the CLI runs it (about 10 minutes on one thread), shared by the tests below."""
+    """The demo as the CLI runs it (under 10 minutes on two processes), shared by the tests below."""
     return run_demo(tmp_path_factory.mktemp("guess") / "demo")
 
 
 @pytest.mark.slow
 def test_demo_learns_from_the_feedback_and_its_control_does_not(demo, tmp_path):
-    """Measured (docs/guess-number.md, run seed 0, the default): guesses per solved game 7.47 -> 6.95, solved
-    0.96 -> 0.99, mean return 0.18 -> 0.29 (seeds 1 and 2: guesses 7.51 -> 7.38 and 8.08 -> 7.27). The
-    control plays the same recipe with the replies hidden: it solves none of its games before or after
-    (it learns to stop at once, the best it can do without the feedback)."""
+    """Measured (docs/guess-number.md, run seed 0, the default): guesses per solved game 7.47 -> 6.08, solved
+    0.96 -> 0.97, mean return 0.18 -> 0.33 (seeds 1 and 2: guesses 7.51 -> 6.94 and 8.08 -> 6.61). The
+    control plays the same recipe with the replies hidden: it solves 0 games before and 5 after, within
+    what blind guessing gets (15 distinct guesses of 100 numbers: 15%), and its return stays -2.32."""
     before, after = demo["env_eval_before"], demo["env_eval_after"]
-    assert after["env/guesses"] <= before["env/guesses"] - 0.2, (before, after)
-    assert after["episode/return_mean"] >= before["episode/return_mean"] + 0.04, (before, after)
+    assert after["env/guesses"] <= before["env/guesses"] - 0.3, (before, after)
+    assert after["episode/return_mean"] >= before["episode/return_mean"] + 0.05, (before, after)
     assert after["env/solved"] >= before["env/solved"] - 0.03, (before, after)
     hidden = run_demo(tmp_path / "hidden", "--env-feedback", "hide")
     for figures in (hidden["env_eval_before"], hidden["env_eval_after"]):
-        assert figures.get("env/solved", 0.0) < 0.1, figures  # no env step at all: no env/solved
+        # blind guessing solves at most 15% (+ 2.8 standard errors of 100 games)
+        assert figures.get("env/solved", 0.0) < 0.25, figures  # no env step at all: no env/solved
         assert figures["episode/return_mean"] < before["episode/return_mean"] - 1.0, figures
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 14's bar is not reached yet: 150 steps bring the guesses per solved game "
-                          "to 6.95-7.38 on seeds 0-2, not to 6.5 (docs/guess-number.md)", strict=False)
+@pytest.mark.xfail(reason="issue 14's bar is met by one seed of three: 190 steps bring the guesses per solved game "
+                          "to 6.08, 6.94 and 6.61 on seeds 0-2 (6.72, 6.97, 6.53 on 500 fresh games; "
+                          "docs/guess-number.md)", strict=False)
 def test_demo_reaches_the_bar(demo):
     """The bar (issue 14): at most 6.5 guesses per solved game, with no fewer games solved than before."""
     before, after = demo["env_eval_before"], demo["env_eval_after"]

@@ -33,7 +33,7 @@ def test_reset_opens_with_one_user_message_and_fresh_counters():
 
 
 def test_feedback_points_at_the_secret_and_the_reward_counts_turns():
-    env = GuessNumberEnv(solve_reward=1.0, turn_cost=0.1)
+    env = GuessNumberEnv(solve_reward=1.0, turn_cost=0.1, progress=False)
     _, info = env.reset(seed=11)
     s = info["secret"]
     assert 1 < s < 100  # seed 11 has room on both sides
@@ -47,6 +47,52 @@ def test_feedback_points_at_the_secret_and_the_reward_counts_turns():
     assert reward == pytest.approx(0.9) and info["solved"] and info["turns"] == 3
 
 
+def test_random_player_guesses_is_what_the_random_legal_player_needs():
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 100):
+        played = []
+        for _ in range(20_000):
+            low, high, secret, k = 1, n, int(rng.integers(1, n + 1)), 0
+            while True:
+                k += 1
+                guess = int(rng.integers(low, high + 1))
+                if guess == secret:
+                    break
+                low, high = (guess + 1, high) if guess < secret else (low, guess - 1)
+            played.append(k)
+        # std of the guesses < 2.5, so the mean of 20,000 games is within 0.06 at 3.4 sigma
+        assert abs(np.mean(played) - gn.random_player_guesses(n)) < 0.06, n
+
+
+@pytest.mark.parametrize("guesses", [[50, 25, 37, 31, 34, 33], [90, 3, 60, 33], [33, 33, 70, 10, 33]])
+def test_the_progress_term_is_potential_based_and_leaves_solved_returns_alone(guesses):
+    """Each turn: -0.1 plus phi(after) - phi(before), phi = -0.1 T(numbers allowed), 0 once solved; a solved
+    episode returns 1 - 0.1 k exactly, as without the term; an unsolved one also pays for what it left open."""
+    phi = lambda low, high: -0.1 * gn.random_player_guesses(high - low + 1)  # noqa: E731
+    plain, shaped = GuessNumberEnv(progress=False, max_turns=5), GuessNumberEnv(max_turns=5)
+    s = 33  # the secret of seed 120
+    assert plain.reset(seed=120)[1]["secret"] == shaped.reset(seed=120)[1]["secret"] == s
+    low, high, before, total = 1, 100, 0.0, 0.0
+    for turn, g in enumerate(guesses):
+        _, r0, done, cut, _ = plain.step(say(str(g)))
+        _, r1, done1, cut1, _ = shaped.step(say(str(g)))
+        assert (done, cut) == (done1, cut1)
+        if g < s:
+            low = max(low, g + 1)
+        elif g > s:
+            high = min(high, g - 1)
+        after = 0.0 if g == s else phi(low, high)
+        assert r1 == pytest.approx(r0 + after - before, abs=1e-12)
+        before, total = after, total + r1
+        if done or cut:
+            break
+    k = turn + 1
+    if done:
+        assert total == pytest.approx(1 - 0.1 * k, abs=1e-9)
+    else:
+        assert total == pytest.approx(-0.1 * k + phi(low, high), abs=1e-9)
+
+
 def test_legal_means_inside_the_interval_the_feedback_allows():
     env = GuessNumberEnv()
     s = env.reset(seed=11)[1]["secret"]
@@ -57,7 +103,7 @@ def test_legal_means_inside_the_interval_the_feedback_allows():
 
 
 def test_an_unparseable_guess_gets_feedback_and_counts_as_a_turn():
-    env = GuessNumberEnv()
+    env = GuessNumberEnv(progress=False)
     env.reset(seed=0)
     msgs, reward, terminated, truncated, info = env.step(say("no idea"))
     assert msgs == [{"role": "user", "content": gn.INVALID}] and reward == pytest.approx(-0.1)

@@ -227,8 +227,11 @@ def test_outcome_and_turn_advantages_by_hand():
     assert [e.rewards for e in eps] == [[0.0, 1.0], [0.0]]
     b = episode_batch(eps, [1], tok, "keep", 1.0, 0.0)
     a = 0.5 / (0.5 ** 0.5 + 1e-4)  # centred return / (group std + eps)
-    for mode, first, second in (("outcome", [a, a], [-a]), ("turn", [a, 0.0], [-a])):
-        cfg = SimpleNamespace(group_size=2, env_advantage=mode, reward_scale="group")
+    half = 0.25 / (0.5 * 0.5 ** 0.5 + 1e-4)  # gamma 0.5: turn 0's returns-to-go are 0.5 and 0
+    for mode, gamma, first, second in (("outcome", 1.0, [a, a], [-a]), ("turn", 1.0, [a, 0.0], [-a]),
+                                       ("turn", 0.5, [half, 0.0], [-half]),
+                                       ("turn", 0.0, [0.0, 0.0], [0.0])):  # gamma 0: turn 0's rewards tie
+        cfg = SimpleNamespace(group_size=2, env_advantage=mode, reward_scale="group", env_gamma=gamma)
         adv = MultiTurnTrainer.advantages(SimpleNamespace(cfg=cfg, device="cpu"), b)  # [N, C]
         sampled = b.loss_mask.bool()
         turn = b.turn_index

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,16 @@ GUESS_MODEL = "guess-tiny"
 GUESS_FOLDER = Path(__file__).resolve().parent / "modeling" / "guess_tiny_model"  # its shipped weights
 GUESS_PRESETS = {
     "model": GUESS_MODEL, "max_new_tokens": 14, "max_turns": 15, "lr": 3e-4, "lr_schedule": "constant",
-    "steps": 150, "prompts_per_step": 8, "group_size": 8, "env_advantage": "turn",
+    # 190 steps fit 10 minutes on two processes of one core each (~2.9 s a step, evaluations and start-up included).
+    "steps": 190, "num_processes": min(2, os.cpu_count() or 1),
+    # 16 secrets a step, 4 episodes each: more secrets average out where each group's secret pulls the guesses.
+    "prompts_per_step": 16, "group_size": 4,
+    # Each turn judged by its own progress: the environment's potential-based term (docs/guess-number.md)
+    # gives each turn a baseline for its interval, so gamma 0 compares what the turns' guesses achieved.
+    "env_advantage": "turn", "env_gamma": 0.0,
+    # The gradient on the guess (the high-entropy token of a message) only: the interval restated before it
+    # is a copy, which the KL (beta 0.15) holds in place; at beta 0.04 or on every token, copies broke.
+    "token_selection": "top-entropy", "top_entropy_rho": 0.15, "beta": 0.15,
     # At 0.7 the shipped player plays like the random legal player it imitates (7.5-7.7 guesses, ~5% illegal);
     # at 1 its rare wrong copies of the interval lose games (16% illegal guesses).
     "temperature": 0.7,
@@ -43,7 +53,7 @@ GUESS_PRESETS = {
     # is cheaper than an unsolved game (-1.5) and the policy learns to break off. Penalised by 1.5 on top it
     # costs at least what an unsolved game does (the environment's own truncation at 15 turns is not cut).
     "truncated": "penalize", "truncated_penalty": 1.5,
-    "threads": 1, "env_eval_episodes": 100, "eval_every": 50,
+    "threads": 1, "env_eval_episodes": 100, "eval_every": 100,
 }
 
 
@@ -109,6 +119,9 @@ class GRPOConfig:
     env_advantage: str = field(default="outcome", metadata=_help(
         "env: outcome (episode return normalised in its group) or turn (each turn's return-to-go compared "
         "across the group at the same turn)", choices=["outcome", "turn"]))
+    env_gamma: float = field(default=1.0, metadata=_help(
+        "env, turn advantages: discount of the return-to-go (1: every later reward counts in full; 0: a turn is "
+        "judged by its own reward only)"))
     env_failure: str = field(default="raise", metadata=_help(
         "env: when an environment raises or returns something outside the protocol: raise (an error naming "
         "it and the episode), zero (end the episode with return 0), drop (leave its group out of the update)",
@@ -282,7 +295,7 @@ class GRPOConfig:
             "reward_timeout_s": self.reward_timeout_s is None or self.reward_timeout_s > 0,
             "max_turns": self.max_turns >= 1, "truncated": self.truncated in ("keep", "penalize", "mask"),
             "max_episode_tokens": self.max_episode_tokens is None or self.max_episode_tokens >= 2,
-            "env_advantage": self.env_advantage in ("outcome", "turn"),
+            "env_advantage": self.env_advantage in ("outcome", "turn"), "env_gamma": 0 <= self.env_gamma <= 1,
             "env_failure": self.env_failure in ("raise", "zero", "drop"),
             "tool_timeout_s": self.tool_timeout_s is None or self.tool_timeout_s > 0,
             "env_eval_episodes": self.env_eval_episodes >= 0, "env_feedback": self.env_feedback in ("show", "hide"),

@@ -11,10 +11,20 @@ The guess is the last integer in the message ("50", "my guess is 50", or the bui
 ``max_turns`` guesses without the number the episode is truncated.
 
 Reward: ``solve_reward`` on the turn that names the number, minus ``turn_cost`` on every turn, so an
-episode solved in k turns returns ``solve_reward - turn_cost * k`` and an unsolved one
-``-turn_cost * max_turns``. With the defaults (1, 0.1, 15) every solved episode beats every unsolved
-one, and among solved ones each guess saved is worth the same 0.1: a group's relative advantage
-(return minus the group mean) pushes towards fewer guesses, in outcome mode and per turn alike.
+episode solved in k turns returns ``solve_reward - turn_cost * k``. With the defaults (1, 0.1, 15) every
+solved episode beats every unsolved one, and among solved ones each guess saved is worth the same 0.1:
+a group's relative advantage (return minus the group mean) pushes towards fewer guesses.
+
+Progress (``progress=True``, the default): each turn's reward also carries ``phi(after) - phi(before)``,
+``phi`` of an interval of n allowed numbers being ``-turn_cost * T(n)``, T(n) the guesses the random
+legal player still needs from it (:func:`random_player_guesses`; 0 once solved, and the first turn
+counts from 0, not from phi of the whole range). It is potential-based shaping (Ng, Harada and Russell,
+ICML 1999): the terms telescope, so an episode solved in k turns still returns exactly
+``solve_reward - turn_cost * k`` (outcome advantages are unchanged), and an unsolved one returns
+``-turn_cost * (max_turns + T(n))``, n the numbers it left open. What changes is each turn's share: a
+turn's return-to-go is the guesses still to come *minus what the state it starts from is worth*, a
+baseline per state that a group comparison at the same turn does not have (its episodes stand in
+different intervals); with ``--env-gamma 0`` a turn is judged by its own progress alone.
 
 ``hide_feedback=True`` (constructor or ``reset(options={"hide_feedback": True})``) replaces
 "higher"/"lower" by ``HIDDEN``, the negative control: a player can then only guess blind.
@@ -23,6 +33,7 @@ one, and among solved ones each guess saved is worth the same 0.1: a group's rel
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -44,15 +55,34 @@ def parse_guess(text: str) -> int | None:
     return int(found[-1]) if found else None
 
 
+def random_player_guesses(n: int) -> float:
+    """Expected guesses of the random legal player (each guess uniform among the n numbers still
+    allowed) to find a secret uniform among them: T(0) = 0 and T(k) = 1 + sum over the k places g of the
+    guess of [(g/k) T(g) + ((k-1-g)/k) T(k-1-g)] / k. T(100) = 7.48 (binary search needs 5.8).
+
+    >>> random_player_guesses(1), random_player_guesses(2), round(random_player_guesses(100), 2)
+    (1.0, 1.5, 7.48)
+    """
+    return _random_player_table(max(n, HIGH - LOW + 1))[n]
+
+
+@lru_cache(maxsize=None)
+def _random_player_table(n: int) -> tuple[float, ...]:
+    T = [0.0]
+    for k in range(1, n + 1):
+        T.append(1 + sum((g / k) * T[g] + ((k - 1 - g) / k) * T[k - 1 - g] for g in range(k)) / k)
+    return tuple(T)
+
+
 class GuessNumberEnv:
     """One episode at a time; ``reset`` before the first ``step`` and after the episode ends."""
 
     def __init__(self, max_turns: int = 15, solve_reward: float = 1.0, turn_cost: float = 0.1,
-                 hide_feedback: bool = False, prompt: str = PROMPT) -> None:
+                 hide_feedback: bool = False, prompt: str = PROMPT, progress: bool = True) -> None:
         if max_turns < 1:
             raise ValueError(f"GuessNumberEnv max_turns={max_turns}: give at least 1")
         self.max_turns, self.solve_reward, self.turn_cost = max_turns, solve_reward, turn_cost
-        self.hide_feedback, self.prompt = hide_feedback, prompt
+        self.hide_feedback, self.prompt, self.progress = hide_feedback, prompt, progress
         self.secret: int | None = None
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[list[dict], dict]:
@@ -67,6 +97,7 @@ class GuessNumberEnv:
         if self.secret is None or self.done:
             raise RuntimeError("GuessNumberEnv.step called before reset or after the episode ended: call reset()")
         guess = parse_guess(str(assistant_message.get("content", "")))
+        before = self._potential() if self.turns else 0.0
         legal = guess is not None and self.low <= guess <= self.high  # before this guess narrows it
         self.turns += 1
         self.illegal += not legal
@@ -81,11 +112,17 @@ class GuessNumberEnv:
             self.high, reply = min(self.high, guess - 1), LOWER
         if self.hidden and reply in (HIGHER, LOWER):
             reply = HIDDEN
+        if self.progress:
+            reward += self._potential() - before
         terminated = self.solved
         truncated = not terminated and self.turns >= self.max_turns
         self.done = terminated or truncated
         info = {**self._info(), "guess": guess, "legal": legal}
         return [{"role": "user", "content": reply}], reward, terminated, truncated, info
+
+    def _potential(self) -> float:
+        """Minus the cost of the guesses the random legal player still needs from here (0 once solved)."""
+        return 0.0 if self.solved else -self.turn_cost * random_player_guesses(self.high - self.low + 1)
 
     def _info(self) -> dict[str, Any]:
         # "guesses" only once solved, so that its mean over episodes (env/guesses) is over solved games.
