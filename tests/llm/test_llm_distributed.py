@@ -215,6 +215,15 @@ def test_multi_turn_runs_on_ddp_only():
         check_scale_out(GRPOConfig(env="guess-number"), rt)
     rt.strategy = "DDP"
     check_scale_out(GRPOConfig(env="guess-number"), rt)
+    # before any process starts: an accelerate config asking for FSDP is refused in one line
+    from grpo.llm.run import preflight
+
+    fsdp = GRPOConfig(env="guess-number", num_processes=2, device="cpu", overwrite=True,
+                      accelerate_config=str(REPO / "examples" / "accelerate" / "fsdp.yaml"))
+    with pytest.raises(ValueError, match="runs under DDP only, not the FSDP of .*fsdp.yaml"):
+        preflight(fsdp)
+    preflight(GRPOConfig(env="guess-number", num_processes=2, device="cpu", overwrite=True,
+                         accelerate_config=str(REPO / "examples" / "accelerate" / "ddp.yaml")))
 
 
 def test_two_gloo_processes_equal_one_process(tiny_path, tmp_path):
