@@ -104,9 +104,10 @@ def preflight(cfg: GRPOConfig) -> None:
     autocast_dtype(cfg.mixed_precision, pick_device(cfg.device))
     check_launch_config(cfg.accelerate_config, pick_device(cfg.device).type)
     check_adapter_options(cfg)
-    if cfg.env and launch_kind(cfg.accelerate_config) in ("FSDP", "DEEPSPEED"):
+    kind = launch_kind(cfg.accelerate_config)
+    if cfg.env and kind in ("FSDP", "DEEPSPEED"):
         raise ValueError(f"--env (multi-turn) on several processes runs under DDP only, not the "
-                         f"{launch_kind(cfg.accelerate_config)} of {cfg.accelerate_config} (episodes end at different "
+                         f"{kind} of {cfg.accelerate_config} (episodes end at different "
                          "turns on each process, and FSDP/ZeRO-3 forward passes are collective): drop --accelerate-config")
     if cfg.generation == "vllm":
         from grpo.llm.rollout.vllm_engine import import_vllm

@@ -21,9 +21,13 @@ def _launch_config(path: str) -> dict[str, Any]:
     return yaml.safe_load(Path(path).read_text()) or {}
 
 
+def _kind(conf: dict[str, Any]) -> str:
+    return str(conf.get("distributed_type", "")).upper()
+
+
 def launch_kind(path: str | None) -> str:
     """The ``distributed_type`` an accelerate config file asks for, upper case ("" for none: DDP)."""
-    return "" if path is None else str(_launch_config(path).get("distributed_type", "")).upper()
+    return "" if path is None else _kind(_launch_config(path))
 
 
 def check_launch_config(path: str | None, device: str) -> None:
@@ -32,7 +36,7 @@ def check_launch_config(path: str | None, device: str) -> None:
     if path is None:
         return
     conf = _launch_config(path)
-    kind = launch_kind(path)
+    kind = _kind(conf)
     if kind == "FSDP" and int((conf.get("fsdp_config") or {}).get("fsdp_version", 1)) != 2:
         raise ValueError(f"{path}: set fsdp_version: 2 under fsdp_config (grpo runs FSDP2 only)")
     if kind == "DEEPSPEED":
