@@ -97,7 +97,7 @@ class GuessNumberEnv:
         if self.secret is None or self.done:
             raise RuntimeError("GuessNumberEnv.step called before reset or after the episode ended: call reset()")
         guess = parse_guess(str(assistant_message.get("content", "")))
-        before = self._potential() if self.turns else 0.0
+        before = self._potential() if self.progress and self.turns else 0.0  # the first turn counts from 0
         legal = guess is not None and self.low <= guess <= self.high  # before this guess narrows it
         self.turns += 1
         self.illegal += not legal
