@@ -64,18 +64,16 @@ def test_random_player_guesses_is_what_the_random_legal_player_needs():
         assert abs(np.mean(played) - gn.random_player_guesses(n)) < 0.06, n
 
 
-@pytest.mark.parametrize("guesses", [[50, 25, 37, 31, 34, 33], [90, 3, 60, 33], [33, 33, 70, 10, 33], [90, 3, 60, 40, 20]])
-def test_the_progress_term_is_potential_based_and_leaves_every_return_alone(guesses):
-    """Each turn: -0.1 plus phi(after) - phi(before), phi = 1 - 0.1 T(numbers allowed) of an open interval,
-    0 once the episode ended (solved or out of turns) and 0 before the first turn; so a solving turn gets
-    0.1 T(n) - 0.1 (no lottery of the solve bonus), and every episode returns what it returns without the term."""
-    phi = lambda low, high: 1.0 - 0.1 * gn.random_player_guesses(high - low + 1)  # noqa: E731
+@pytest.mark.parametrize("guesses", [[50, 25, 37, 31, 34, 33], [90, 3, 60, 33], [33, 33, 70, 10, 33]])
+def test_the_progress_term_is_potential_based_and_leaves_solved_returns_alone(guesses):
+    """Each turn: -0.1 plus phi(after) - phi(before), phi = -0.1 T(numbers allowed), 0 once solved; a solved
+    episode returns 1 - 0.1 k exactly, as without the term; an unsolved one also pays for what it left open."""
+    phi = lambda low, high: -0.1 * gn.random_player_guesses(high - low + 1)  # noqa: E731
     plain, shaped = GuessNumberEnv(progress=False, max_turns=5), GuessNumberEnv(max_turns=5)
     s = 33  # the secret of seed 120
     assert plain.reset(seed=120)[1]["secret"] == shaped.reset(seed=120)[1]["secret"] == s
-    low, high, before, total, plain_total = 1, 100, 0.0, 0.0, 0.0
-    for g in guesses:
-        n = high - low + 1
+    low, high, before, total = 1, 100, 0.0, 0.0
+    for turn, g in enumerate(guesses):
         _, r0, done, cut, _ = plain.step(say(str(g)))
         _, r1, done1, cut1, _ = shaped.step(say(str(g)))
         assert (done, cut) == (done1, cut1)
@@ -83,17 +81,16 @@ def test_the_progress_term_is_potential_based_and_leaves_every_return_alone(gues
             low = max(low, g + 1)
         elif g > s:
             high = min(high, g - 1)
-        after = 0.0 if done or cut else phi(low, high)
+        after = 0.0 if g == s else phi(low, high)
         assert r1 == pytest.approx(r0 + after - before, abs=1e-12)
-        if done and before:  # a solving turn after the first: the random player's guesses from n, less its own
-            assert r1 == pytest.approx(0.1 * gn.random_player_guesses(n) - 0.1, abs=1e-12)
-        before, total, plain_total = after, total + r1, plain_total + r0
+        before, total = after, total + r1
         if done or cut:
             break
-    assert done or cut
-    assert total == pytest.approx(plain_total, abs=1e-9)
-    k = shaped.turns
-    assert total == pytest.approx(1 - 0.1 * k if done else -0.1 * k, abs=1e-9)
+    k = turn + 1
+    if done:
+        assert total == pytest.approx(1 - 0.1 * k, abs=1e-9)
+    else:
+        assert total == pytest.approx(-0.1 * k + phi(low, high), abs=1e-9)
 
 
 def test_legal_means_inside_the_interval_the_feedback_allows():

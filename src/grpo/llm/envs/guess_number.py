@@ -16,18 +16,15 @@ solved episode beats every unsolved one, and among solved ones each guess saved 
 a group's relative advantage (return minus the group mean) pushes towards fewer guesses.
 
 Progress (``progress=True``, the default): each turn's reward also carries ``phi(after) - phi(before)``,
-``phi`` of an open interval of n allowed numbers being what it is worth to the random legal player,
-``solve_reward - turn_cost * T(n)`` (T(n) its expected guesses from there, :func:`random_player_guesses`),
-and 0 before the first turn and once the episode ended (solved or out of turns). It is potential-based
-shaping (Ng, Harada and Russell, ICML 1999) with a potential that starts and ends at 0, so every
-episode returns exactly what it returns without it (outcome advantages are unchanged). What changes is
-each turn's share: a turn gets what its guess gained over the random player's expectation from its
-interval. A non-solving turn from n to n' numbers gets ``turn_cost * (T(n) - T(n') - 1)``, a solving one
-``turn_cost * (T(n) - 1)``: naming the number counts as reaching an interval that needs no more guesses,
-so the solve reward, which every legal guess in an interval of n wins with the same chance 1/n, is no
-longer a lottery on the solving turn. The last turn of an unsolved episode also loses what its interval
-was worth (``phi(after)`` is 0). A group comparison at the same turn lacks such a baseline (its
-episodes stand in different intervals); with ``--env-gamma 0`` a turn is judged by its own progress.
+``phi`` of an interval of n allowed numbers being ``-turn_cost * T(n)``, T(n) the guesses the random
+legal player still needs from it (:func:`random_player_guesses`; 0 once solved, and the first turn
+counts from 0, not from phi of the whole range). It is potential-based shaping (Ng, Harada and Russell,
+ICML 1999): the terms telescope, so an episode solved in k turns still returns exactly
+``solve_reward - turn_cost * k`` (outcome advantages are unchanged), and an unsolved one returns
+``-turn_cost * (max_turns + T(n))``, n the numbers it left open. What changes is each turn's share: a
+turn's return-to-go is the guesses still to come *minus what the state it starts from is worth*, a
+baseline per state that a group comparison at the same turn does not have (its episodes stand in
+different intervals); with ``--env-gamma 0`` a turn is judged by its own progress alone.
 
 ``hide_feedback=True`` (constructor or ``reset(options={"hide_feedback": True})``) replaces
 "higher"/"lower" by ``HIDDEN``, the negative control: a player can then only guess blind.
@@ -115,18 +112,17 @@ class GuessNumberEnv:
             self.high, reply = min(self.high, guess - 1), LOWER
         if self.hidden and reply in (HIGHER, LOWER):
             reply = HIDDEN
+        if self.progress:
+            reward += self._potential() - before
         terminated = self.solved
         truncated = not terminated and self.turns >= self.max_turns
         self.done = terminated or truncated
-        if self.progress:  # an ended episode's state is worth 0: shaping moves reward between turns, never adds
-            reward += (0.0 if self.done else self._potential()) - before
         info = {**self._info(), "guess": guess, "legal": legal}
         return [{"role": "user", "content": reply}], reward, terminated, truncated, info
 
     def _potential(self) -> float:
-        """What the open interval is worth to the random legal player: the solve reward less the cost of
-        the guesses it still needs from there (the turn limit aside)."""
-        return self.solve_reward - self.turn_cost * random_player_guesses(self.high - self.low + 1)
+        """Minus the cost of the guesses the random legal player still needs from here (0 once solved)."""
+        return 0.0 if self.solved else -self.turn_cost * random_player_guesses(self.high - self.low + 1)
 
     def _info(self) -> dict[str, Any]:
         # "guesses" only once solved, so that its mean over episodes (env/guesses) is over solved games.
