@@ -161,6 +161,9 @@ class GRPOConfig:
         "learning rate over the steps: constant, linear (to 0 at the end: TRL's default), cosine (to 0); "
         f"none: constant with --model, {TINY_LR_SCHEDULE} for the tiny model",
         choices=LR_SCHEDULE_NAMES))
+    warmup_steps: int = field(default=0, metadata=_help(
+        "steps over which the learning rate rises linearly from 0 before --lr-schedule takes the rest "
+        "(Hugging Face's warmup; TRL's warmup_steps)"))
     beta: float = field(default=0.04, metadata=_help("KL coefficient (paper 0.04); 0 loads no reference model"))
     kl_estimator: str = field(default="k3", metadata=_help(
         "KL estimator in the loss (k3: the paper's)", choices=KL_ESTIMATOR_NAMES))
@@ -279,7 +282,8 @@ class GRPOConfig:
             "steps": self.steps >= 0, "prompts_per_step": self.prompts_per_step >= 1,
             "group_size": self.group_size >= 2, "max_new_tokens": self.max_new_tokens >= 1,
             "temperature": self.temperature > 0, "top_p": 0 < self.top_p <= 1, "top_k": self.top_k >= 0,
-            "lr": self.lr > 0, "beta": self.beta >= 0, "eps_low": 0 < self.eps_low < 1,
+            "lr": self.lr > 0, "warmup_steps": 0 <= self.warmup_steps and (self.steps == 0 or self.warmup_steps < self.steps),
+            "beta": self.beta >= 0, "eps_low": 0 < self.eps_low < 1,
             "eps_high": self.eps_high is None or self.eps_high > 0, "mu": self.mu >= 1,
             "ref_reset_every": self.ref_reset_every >= 0, "max_resample": self.max_resample >= 0,
             "micro_batch": self.micro_batch is None or self.micro_batch >= 1,

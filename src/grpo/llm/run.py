@@ -212,7 +212,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     bar = _progress(range(start, cfg.steps), cfg.progress and rt.is_main)  # one bar, one log
     try:
         for step in bar:
-            lr = set_learning_rates(trainer.opt, base_lrs, lr_factor(cfg.lr_schedule, step, cfg.steps))
+            lr = set_learning_rates(trainer.opt, base_lrs, lr_factor(cfg.lr_schedule, step, cfg.steps, cfg.warmup_steps))
             with rt.autocast():
                 metrics, groups = trainer.step(step)
             metrics["train/lr"] = lr
