@@ -99,12 +99,11 @@ def preflight(cfg: GRPOConfig) -> None:
     from grpo.llm.infra.distributed import autocast_dtype
     from grpo.llm.modeling.models import pick_device
 
-    from grpo.llm.infra.launch import check_launch_config, launch_kind
+    from grpo.llm.infra.launch import check_launch_config
 
     autocast_dtype(cfg.mixed_precision, pick_device(cfg.device))
-    check_launch_config(cfg.accelerate_config, pick_device(cfg.device).type)
+    kind = check_launch_config(cfg.accelerate_config, pick_device(cfg.device).type)  # the file, read once
     check_adapter_options(cfg)
-    kind = launch_kind(cfg.accelerate_config)
     if cfg.env and kind in ("FSDP", "DEEPSPEED"):
         raise ValueError(f"--env (multi-turn) on several processes runs under DDP only, not the "
                          f"{kind} of {cfg.accelerate_config} (episodes end at different "

@@ -15,28 +15,16 @@ ZERO3_ON_CPU = ("DeepSpeed ZeRO-3 does not run on CPU processes here (its partit
                 "for grpo's log-prob pass); use deepspeed_zero2.yaml or fsdp.yaml, which do (docs/scale-out.md)")
 
 
-def _launch_config(path: str) -> dict[str, Any]:
+def check_launch_config(path: str | None, device: str) -> str:
+    """Refuse, before any process starts, an accelerate config grpo cannot run: FSDP other than
+    ``fsdp_version: 2``, DeepSpeed when it is not installed, ZeRO-3 on CPU processes. Returns the
+    ``distributed_type`` the file asks for, upper case ("" when there is no file or it names none: DDP)."""
+    if path is None:
+        return ""
     import yaml
 
-    return yaml.safe_load(Path(path).read_text()) or {}
-
-
-def _kind(conf: dict[str, Any]) -> str:
-    return str(conf.get("distributed_type", "")).upper()
-
-
-def launch_kind(path: str | None) -> str:
-    """The ``distributed_type`` an accelerate config file asks for, upper case ("" for none: DDP)."""
-    return "" if path is None else _kind(_launch_config(path))
-
-
-def check_launch_config(path: str | None, device: str) -> None:
-    """Refuse, before any process starts, an accelerate config grpo cannot run: FSDP other than
-    ``fsdp_version: 2``, DeepSpeed when it is not installed, ZeRO-3 on CPU processes."""
-    if path is None:
-        return
-    conf = _launch_config(path)
-    kind = _kind(conf)
+    conf = yaml.safe_load(Path(path).read_text()) or {}
+    kind = str(conf.get("distributed_type", "")).upper()
     if kind == "FSDP" and int((conf.get("fsdp_config") or {}).get("fsdp_version", 1)) != 2:
         raise ValueError(f"{path}: set fsdp_version: 2 under fsdp_config (grpo runs FSDP2 only)")
     if kind == "DEEPSPEED":
@@ -45,6 +33,7 @@ def check_launch_config(path: str | None, device: str) -> None:
         require_deepspeed()
         if device == "cpu" and int((conf.get("deepspeed_config") or {}).get("zero_stage", 0)) == 3:
             raise ValueError(ZERO3_ON_CPU)
+    return kind
 
 
 def free_port() -> int:
