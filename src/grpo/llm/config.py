@@ -36,7 +36,8 @@ GUESS_MODEL = "guess-tiny"
 GUESS_FOLDER = Path(__file__).resolve().parent / "modeling" / "guess_tiny_model"  # its shipped weights
 GUESS_PRESETS = {
     "model": GUESS_MODEL, "max_new_tokens": 14, "max_turns": 15, "lr": 3e-4, "lr_schedule": "constant",
-    # 190 steps fit 10 minutes on two processes of one core each (~2.9 s a step, evaluations and start-up included).
+    # 190 steps fit 10 minutes on two processes of one core each (1.2-2.9 s a step on the machines measured,
+    # evaluations and start-up included: 4-10 minutes).
     "steps": 190, "num_processes": min(2, os.cpu_count() or 1),
     # 16 secrets a step, 4 episodes each: more secrets average out where each group's secret pulls the guesses.
     "prompts_per_step": 16, "group_size": 4,
@@ -46,8 +47,8 @@ GUESS_PRESETS = {
     # The gradient on the guess (the high-entropy token of a message) only: the interval restated before it
     # is a copy, which the KL (beta 0.15) holds in place; at beta 0.04 or on every token, copies broke.
     "token_selection": "top-entropy", "top_entropy_rho": 0.15, "beta": 0.15,
-    # At 0.7 the shipped player plays like the random legal player it imitates (7.5-7.7 guesses, ~5% illegal);
-    # at 1 its rare wrong copies of the interval lose games (16% illegal guesses).
+    # At 0.7 the shipped player needs 7.2 guesses (4% illegal), fewer than the random legal player it imitates
+    # at 1 (7.5); 0.7 also kept the 3,000-step player's rare wrong copies of the interval from losing games.
     "temperature": 0.7,
     # A turn without <eos> ends the episode at once with the turns so far (about -0.1): with no penalty that
     # is cheaper than an unsolved game (-1.5) and the policy learns to break off. Penalised by 1.5 on top it
