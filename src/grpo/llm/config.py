@@ -48,7 +48,7 @@ GUESS_PRESETS = {
     # is a copy, which the KL (beta 0.15) holds in place; at beta 0.04 or on every token, copies broke.
     "token_selection": "top-entropy", "top_entropy_rho": 0.15, "beta": 0.15,
     # At 0.7 the shipped player needs 7.2 guesses (4% illegal), fewer than the random legal player it imitates
-    # at 1 (7.5); 0.7 also kept the 3,000-step player's rare wrong copies of the interval from losing games.
+    # (7.5); 0.7 was chosen for the 3,000-step player, whose rare wrong copies of the interval lost games at 1.
     "temperature": 0.7,
     # A turn without <eos> ends the episode at once with the turns so far (about -0.1): with no penalty that
     # is cheaper than an unsolved game (-1.5) and the policy learns to break off. Penalised by 1.5 on top it

@@ -57,7 +57,7 @@ class GuessSpec:
     context: int = 384  # a 15-turn game is about 320 characters
     # 9,000 steps: at 3,000 the player still wrote 16% illegal guesses at temperature 1 (its copies of the
     # interval slipped) and GRPO spent its steps on them; at 9,000 it plays like the random legal player
-    # (docs/guess-number.md, "The player's pretraining").
+    # (docs/guess-number.md, "The tiny player").
     max_steps: int = 9000
     decay_steps: int = 4500
     batch: int = 16  # games per step (16 x 1000 learnt more than 32 x 600 in a longer time)
