@@ -151,3 +151,58 @@ def test_chat_in_a_pseudo_terminal(tiny_path):
     finally:
         proc.kill()
         os.close(main_fd)
+
+
+def test_sample_env_prints_whole_episodes_and_their_summary(capsys):
+    """`grpo llm sample --env guess-number` with the shipped player: one block per episode, its turns as
+    the header says, and a summary whose mean return is the mean of the episodes' returns."""
+    argv = ["llm", "sample", "--env", "guess-number", "--n", "4", "--greedy"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert main(argv) == 0 and capsys.readouterr().out == out  # greedy: the same episodes again
+    lines = out.splitlines()
+    heads = [i for i, line in enumerate(lines) if line.startswith("episode ")]
+    assert [lines[i].split(" (seed ")[1].split(")")[0] for i in heads] == ["10000", "10001", "10002", "10003"]
+    returns = []
+    for i, end in zip(heads, heads[1:] + [len(lines) - 1]):
+        turns = int(lines[i].split(" turns")[0].rsplit(" ", 1)[1])
+        assert sum(line.strip().startswith("assistant:") for line in lines[i + 1:end]) == turns
+        returns.append(float(lines[i].split("return ")[1].split(",")[0]))
+    summary = lines[-1]
+    assert summary.startswith("4 episodes: mean return ") and "; solved " in summary
+    assert float(summary.split("mean return ")[1].split(",")[0]) == pytest.approx(sum(returns) / 4, abs=2e-3)
+
+
+def test_sample_env_shows_tool_calls_and_results():
+    from grpo.llm.chat import Sampling
+    from grpo.llm.envs.calculator import CalculatorEnv
+    from grpo.llm.sample import env_episodes, episode_lines
+    from multiturn_helpers import FakeModel, char_tokenizer, scripted
+
+    tok = char_tokenizer()
+    call = '<tool_call>{"name": "calculator", "arguments": {"expression": "2+3"}}</tool_call>'
+    model = FakeModel(tok.eos_token_id)
+    model.config.max_position_embeddings = 4000  # the tools' description alone is 716 characters
+    eps = env_episodes(model, tok, "calculator", 2, Sampling(100), 0, 4,
+                       generate=scripted(tok, [call, "5"]), make_env=CalculatorEnv)
+    text = episode_lines(eps, tok, 200)
+    assert text.count("<call calculator({'expression': '2+3'})>") == 2
+    assert text.count("     tool: 5\n") == 2
+    assert text.splitlines()[-1].startswith("2 episodes: mean return ") and "tool calls 1.00 (errors 0.00)" in text
+    assert "ended: terminated 2" in text
+
+
+def test_sample_env_shows_a_cut_turn_as_sampled():
+    from grpo.llm.chat import Sampling
+    from grpo.llm.envs.calculator import CalculatorEnv
+    from grpo.llm.sample import env_episodes, episode_lines
+    from multiturn_helpers import FakeModel, char_tokenizer, scripted
+
+    tok = char_tokenizer()
+    model = FakeModel(tok.eos_token_id)
+    model.config.max_position_embeddings = 4000
+    eps = env_episodes(model, tok, "calculator", 1, Sampling(6), 0, 4, generate=scripted(tok, ["12345678"]),
+                       make_env=CalculatorEnv)
+    lines = episode_lines(eps, tok, 200).splitlines()
+    assert lines[0].endswith("ended: no end of turn") and lines[-2:-1] == ["             (no end of turn)"]
+    assert "assistant: 123456" in lines[-3]  # the 6 tokens it sampled before the cap
