@@ -8,6 +8,11 @@ from grpo.llm.envs.base import env_factory
 from grpo.llm.envs.calculator import CalculatorEnv, calculator
 
 
+def test_calculator_problems_never_have_a_negative_answer():
+    answers = [CalculatorEnv().reset(seed=s)[1]["answer"] for s in range(2000)]
+    assert min(answers) >= 0 and len(set(answers)) > 300
+
+
 def test_calculator_env_is_seeded_and_scores_the_last_number():
     env = CalculatorEnv()
     first, info = env.reset(seed=5)

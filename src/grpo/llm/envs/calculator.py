@@ -1,7 +1,8 @@
 """Arithmetic word problems answered with the help of a calculator tool (built-in env ``calculator``).
 
-Each reset seed draws a problem from a few templates with random numbers; the model may call
-``calculator(expression)`` any number of times (each call a tool turn), then answers in plain text.
+Each reset seed draws a problem from a few templates with random numbers (drawn again until the
+answer is not negative); the model may call ``calculator(expression)`` any number of times (each
+call a tool turn), then answers in plain text.
 The episode ends at the first answer that is not a tool call: reward 1 when its final number (as
 the ``numeric`` reward reads it) equals the answer, else 0 (``info["correct"]``).
 """
@@ -66,7 +67,10 @@ class CalculatorEnv:
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[list[dict], dict]:
         rng = random.Random(seed)
         text, answer = TEMPLATES[rng.randrange(len(TEMPLATES))]
-        a, b, c = (rng.randint(2, 40) for _ in range(3))
+        while True:  # numbers drawn again until the story makes sense (no negative marbles or seats)
+            a, b, c = (rng.randint(2, 40) for _ in range(3))
+            if answer(a, b, c) >= 0:
+                break
         self.answer = answer(a, b, c)
         system = "Solve the problem. You may call the calculator tool. End with the final number as your answer."
         return [{"role": "system", "content": system},
