@@ -65,6 +65,8 @@ def episode_lines(episodes: list[Any], tok: Any, width: int) -> str:
     """Each episode's messages after its opening (one line each, at most ``width`` characters; a turn the
     rollout cut, as sampled), then a summary: mean return, turns, tool calls and errors, why episodes
     ended, and the means of the environments' ``info``."""
+    from grpo.llm.rollout.episode_batch import episode_batch, episode_metrics
+
     out = []
     for k, e in enumerate(episodes):
         out.append(f"episode {k} (seed {e.seed}): return {e.ret:.3g}, {e.turns} turns, {e.tool_calls} tool calls, "
@@ -80,19 +82,13 @@ def episode_lines(episodes: list[Any], tok: Any, width: int) -> str:
             out.append(f"  {'assistant':>9}: {_cell(tok.decode(cut, skip_special_tokens=True), width)}")
         if e.stop not in ("terminated", "env truncated"):
             out.append(f"  {'':>9}  ({e.stop})")
-    n = max(len(episodes), 1)
-    mean = lambda f: sum(f(e) for e in episodes) / n  # noqa: E731
-    info: dict[str, list[float]] = {}
-    for e in episodes:
-        for key, v in e.info.items():
-            if isinstance(v, (bool, int, float)) and math.isfinite(float(v)):
-                info.setdefault(key, []).append(float(v))
+    # The figures training logs for its evaluation episodes (returns as the rollout gave them, no penalty).
+    m = episode_metrics(episode_batch(episodes, [e.seed for e in episodes], tok, "keep", 0.0, 0.0), 1)
     ends = ", ".join(f"{why} {c}" for why, c in Counter(e.stop for e in episodes).most_common())
-    calls, errors = mean(lambda e: e.tool_calls), mean(lambda e: e.tool_errors)
-    ret, turns = mean(lambda e: e.ret), mean(lambda e: e.turns)
-    out.append(f"{len(episodes)} episodes: mean return {ret:.3f}, turns {turns:.2f}, "
-               f"tool calls {calls:.2f} (errors {errors:.2f}) per episode; ended: {ends}"
-               + "".join(f"; {key} {sum(v) / len(v):.3g}" for key, v in info.items()))
+    out.append(f"{len(episodes)} episodes: mean return {m['episode/return_mean']:.3f}, turns "
+               f"{m['episode/turns_mean']:.2f}, tool calls {m['tools/calls_per_episode']:.2f} (errors "
+               f"{m['tools/errors_per_episode']:.2f}) per episode; ended: {ends}"
+               + "".join(f"; {key[4:]} {v:.3g}" for key, v in m.items() if key.startswith("env/")))
     return "\n".join(out) + "\n"
 
 
