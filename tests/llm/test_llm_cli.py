@@ -52,6 +52,7 @@ def test_train_with_options_beta0_dynamic_sampling_micro_batches(tiny_path, tmp_
     m = read_jsonl(out / "metrics.jsonl")[-1]
     assert "kl/ref" not in m  # beta = 0 loads no reference model
     assert {"reward/digits/mean", "reward/format/mean", "reward/length/mean"} <= set(m)
+    assert m["sampling/rounds"] in {1.0, 2.0, 3.0, 4.0}  # the first round and at most max_resample=3 more
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -46,6 +46,7 @@ def test_dynamic_sampling_keeps_groups_that_only_process_rewards_separate(random
     tr = GRPOTrainer(cfg, model, tok, rows, RewardSet({"steps": _alternating_steps}))
     g = tr.sampler.collect(0)
     assert len(g.rows) == 4 and g.zero_std_frac == 0.0  # every group's advantages are non-zero
+    assert g.rounds == 1  # the first round filled the batch: no extra generation
     assert bool((tr.advantages(g).abs().sum(-1) > 0).all())
 
 

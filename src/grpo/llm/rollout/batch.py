@@ -26,6 +26,7 @@ class Batch:
     scored: ScoredBatch  # rewards of the N samples
     zero_std_frac: float  # share of groups (before dropping) whose rewards were all equal
     gen_seconds: float
+    rounds: int = 1  # generation rounds that filled it (dynamic sampling: 1 + the extra rounds)
 
     def select(self, groups: Tensor, seq: Tensor) -> Batch:
         """Groups ``groups`` [b] and their sequences ``seq`` [b * G]."""
@@ -35,7 +36,7 @@ class Batch:
             ScoredBatch(s.per_fn[seq], s.total[seq], s.names, None if s.steps is None else [s.steps[i] for i in seq.tolist()],
                None if s.accuracy is None else s.accuracy[seq], s.step_weight,
                None if s.failed is None else s.failed[seq]),
-            self.zero_std_frac, self.gen_seconds)
+            self.zero_std_frac, self.gen_seconds, self.rounds)
 
     @staticmethod
     def cat(parts: list[Batch], pad_id: int) -> Batch:
@@ -47,7 +48,7 @@ class Batch:
             Rollout.cat([p.rollout for p in parts], pad_id),
             ScoredBatch(torch.cat([p.per_fn for p in sc]), torch.cat([p.total for p in sc]), sc[0].names, steps, acc,
                sc[0].step_weight, None if sc[0].failed is None else torch.cat([p.failed for p in sc])),
-            parts[0].zero_std_frac, sum(p.gen_seconds for p in parts),
+            parts[0].zero_std_frac, sum(p.gen_seconds for p in parts), sum(p.rounds for p in parts),
         )
 
 
@@ -67,6 +68,8 @@ def batch_metrics(g: Batch, step_s: float, rt: Runtime, cfg: GRPOConfig) -> dict
     out["reward/total/mean"] = float(totals.mean()) if len(totals) else float("nan")
     if accuracy is not None and len(accuracy):
         out["train/accuracy"] = float(accuracy.mean())
+    if cfg.dynamic_sampling:  # the slowest process's rounds: what the step waited for
+        out["sampling/rounds"] = float(rt.max(float(g.rounds)))
     if cfg.top_k or cfg.top_p < 1.0:  # 1: log-probs of the filtered distribution; 0: the full one
         out["sampling/filtered_logprobs"] = float(cfg.filtered_logprobs)
     tokens = float(lengths.sum())
