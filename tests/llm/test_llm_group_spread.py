@@ -50,6 +50,17 @@ def test_dynamic_sampling_keeps_groups_that_only_process_rewards_separate(random
     assert bool((tr.advantages(g).abs().sum(-1) > 0).all())
 
 
+def test_dynamic_sampling_counts_its_rounds_when_no_group_has_spread(random_tiny):
+    """A reward that never varies leaves every group all-equal: every allowed round runs, nothing is kept."""
+    model, tok = random_tiny
+    rows = [{"prompt": f"{i}+1=", "answer": str(i + 1)} for i in range(4)]
+    cfg = GRPOConfig(model="x", prompts_per_step=2, group_size=2, max_new_tokens=3, beta=0.0, lr=1e-3,
+                     dynamic_sampling=True, max_resample=2)
+    tr = GRPOTrainer(cfg, model, tok, rows, RewardSet({"same": lambda prompts, completions, **_: [1.0] * len(completions)}))
+    g = tr.sampler.collect(0)
+    assert g.rounds == 3 and len(g.rows) == 0
+
+
 def test_an_accuracy_of_zero_is_logged_as_zero(random_tiny, tmp_path):
     """An untrained model answers none of the eval prompts: eval/greedy_accuracy is 0.0, not NaN."""
     from grpo.llm.run import train

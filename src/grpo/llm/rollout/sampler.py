@@ -87,10 +87,9 @@ class Sampler:
                             prompt_keys(cfg.seed, step, 0, list(range(share.start, share.stop))))
         if not cfg.dynamic_sampling:
             return first
-        kept, groups, gen_seconds, rounds = [], first, 0.0, 0
+        kept, groups, gen_seconds = [], first, 0.0
         rng = random.Random(cfg.seed * 7919 + step)
         for round_ in range(cfg.max_resample + 1):
-            rounds += 1
             if round_:
                 pool = rng.sample(self.rows, min(cfg.prompts_per_step, len(self.rows)))
                 groups = self.sample(pool, prompt_keys(cfg.seed, step, round_, list(range(len(pool)))))
@@ -103,7 +102,7 @@ class Sampler:
         out = Batch.cat(kept, self.tok.pad_token_id) if kept else first
         n = min(len(out.rows), cfg.prompts_per_step) if kept else 0
         out = out.select(torch.arange(n), torch.arange(n * G))
-        out.zero_std_frac, out.gen_seconds, out.rounds = first.zero_std_frac, gen_seconds, rounds
+        out.zero_std_frac, out.gen_seconds, out.rounds = first.zero_std_frac, gen_seconds, round_ + 1
         return out
 
     def after_update(self) -> None:
