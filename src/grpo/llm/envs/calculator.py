@@ -67,11 +67,10 @@ class CalculatorEnv:
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[list[dict], dict]:
         rng = random.Random(seed)
         text, answer = TEMPLATES[rng.randrange(len(TEMPLATES))]
-        while True:  # numbers drawn again until the story makes sense (no negative marbles or seats)
+        self.answer = -1
+        while self.answer < 0:  # numbers drawn again until the story makes sense (no negative marbles or seats)
             a, b, c = (rng.randint(2, 40) for _ in range(3))
-            if answer(a, b, c) >= 0:
-                break
-        self.answer = answer(a, b, c)
+            self.answer = answer(a, b, c)
         system = "Solve the problem. You may call the calculator tool. End with the final number as your answer."
         return [{"role": "system", "content": system},
                 {"role": "user", "content": text.format(a=a, b=b, c=c)}], {"answer": self.answer}
