@@ -253,6 +253,10 @@ class GRPOConfig:
     samples_every: int = field(default=10, metadata=_help("write sample completions every N steps"))
     eval_every: int = field(default=0, metadata=_help("greedy accuracy on eval_split every N steps; 0: only before/after"))
     save_every: int = field(default=0, metadata=_help("checkpoint every N steps; 0: only the final model"))
+    time_limit: float | None = field(default=None, metadata=_help(
+        "minutes the whole run may take, from the process's start: training stops before a step that would "
+        "leave too little time (the slowest of the last 3 steps, a due evaluation, the final evaluation); "
+        "none: run every step"))
     keep_checkpoints: int = field(default=2, metadata=_help("keep the last N checkpoints"))
     resume: bool = field(default=False, metadata=_help("continue the run in `out` from its last checkpoint"))
     overwrite: bool = field(default=False, metadata=_help("replace a run already in `out`"))
@@ -290,6 +294,7 @@ class GRPOConfig:
             "micro_batch": self.micro_batch is None or self.micro_batch >= 1,
             "log_every": self.log_every >= 1, "samples_every": self.samples_every >= 1,
             "eval_every": self.eval_every >= 0, "save_every": self.save_every >= 0,
+            "time_limit": self.time_limit is None or self.time_limit > 0,
             "keep_checkpoints": self.keep_checkpoints >= 1, "eval_limit": self.eval_limit >= 1,
             "eval_holdout": self.eval_holdout >= 0 and (self.eval_holdout < 1 or self.eval_holdout == int(self.eval_holdout)),
             "loss_constant": self.loss_constant is None or self.loss_constant > 0,

@@ -24,6 +24,7 @@ from grpo.llm.data.rewards import RewardSet, SequenceClassifierReward
 from grpo.llm.data.rewards.plugins import reward_set
 from grpo.llm.infra.runlog import RunLog
 from grpo.llm.infra.schedules import lr_factor, set_learning_rates
+from grpo.llm.infra.time_budget import out_of_time, process_elapsed_s
 from grpo.llm.rollout.batch import sample_records
 from grpo.llm.algorithms.multiturn import EVAL_SEED_BASE
 from grpo.utils.config import to_dict
@@ -194,10 +195,20 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         with rt.autocast():
             return greedy_accuracy(rt.unwrap(policy), tok, eval_rows, cfg.max_new_tokens, check)
 
-    before = state.get("accuracy_before") if resume_from else evaluate()
+    last_eval_s = 0.0  # the latest evaluation's seconds: --time-limit's guess for the next one
+
+    def timed(evaluation: Callable[[], Any]) -> Any:
+        nonlocal last_eval_s
+        t = time.perf_counter()
+        result = evaluation()
+        if result is not None:  # None: nothing was evaluated (no eval set, or not this process)
+            last_eval_s = time.perf_counter() - t
+        return result
+
+    before = state.get("accuracy_before") if resume_from else timed(evaluate)
     if before is not None:
         log(f"greedy accuracy before: {before:.1%} on {eval_source}")
-    env_before = state.get("env_eval_before") if resume_from else evaluate_env()
+    env_before = state.get("env_eval_before") if resume_from else timed(evaluate_env)
     if env_before is not None:
         log(f"env episodes before: {_env_line(env_before)}")
     layout = rt.describe(policy)  # the strategy in force: {"distributed": "FSDP2", "processes": 2, ...}
@@ -209,18 +220,30 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     keep_ref = ref if cfg.ref_reset_every else None
     t_train = time.perf_counter()
     bar = _progress(range(start, cfg.steps), cfg.progress and rt.is_main)  # one bar, one log
+    done, step_s = start, []  # steps completed; seconds of each trainer step of this process (generation, update)
+    evaluated_at, acc_at, env_at = -1, None, None  # the latest in-loop evaluation: after which step, and its results
     try:
         for step in bar:
+            if cfg.time_limit is not None:  # every process decides alike (the max of their votes)
+                due = bool(cfg.eval_every) and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps
+                late = out_of_time(process_elapsed_s(), cfg.time_limit * 60, step_s, last_eval_s, due)
+                if float(rt.max(float(late))) > 0:
+                    log(f"time limit ({cfg.time_limit:g} min): training stops after {done} of {cfg.steps} steps")
+                    break
+            t_step = time.perf_counter()
             lr = set_learning_rates(trainer.opt, base_lrs, lr_factor(cfg.lr_schedule, step, cfg.steps, cfg.warmup_steps))
             with rt.autocast():
                 metrics, groups = trainer.step(step)
+            step_s.append(time.perf_counter() - t_step)
             metrics["train/lr"] = lr
             if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+                evaluated_at = step + 1
                 if cfg.env:
-                    metrics.update({f"eval/{k}": v for k, v in (evaluate_env() or {}).items()})
+                    env_at = timed(evaluate_env)
+                    metrics.update({f"eval/{k}": v for k, v in (env_at or {}).items()})
                 else:
-                    acc = evaluate()  # None (no eval set, or not this process): NaN; 0% stays 0
-                    metrics["eval/greedy_accuracy"] = float("nan") if acc is None else acc
+                    acc_at = timed(evaluate)  # None (no eval set, or not this process): NaN; 0% stays 0
+                    metrics["eval/greedy_accuracy"] = float("nan") if acc_at is None else acc_at
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 runlog.log(step, metrics)
             if step % cfg.samples_every == 0:
@@ -233,6 +256,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
                     save_checkpoint(out, step + 1, whole, tok, opt_state,
                                     {"accuracy_before": before, "env_eval_before": env_before},
                                     keep_ref, cfg.keep_checkpoints, trainer.checkpoint_modules())
+            done = step + 1
     finally:
         runlog.close()
     train_s = time.perf_counter() - t_train
@@ -245,21 +269,23 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         save_model(out / "final", final, tok)  # an adapter run saves the adapter (peft folder)
         if cfg.save_merged:
             save_merged(out / "final-merged", rt.unwrap(policy), tok)
-    after = evaluate()
+    # The weights of the last step's own evaluation, if it had one, are the final weights: not evaluated twice.
+    last_evaluated = evaluated_at == done
+    after = acc_at if last_evaluated and not cfg.env else evaluate()
     if after is not None:
-        log(f"greedy accuracy after {cfg.steps} steps: {after:.1%}")
-    env_after = evaluate_env()
+        log(f"greedy accuracy after {done} steps: {after:.1%}")
+    env_after = env_at if last_evaluated and cfg.env else evaluate_env()
     if env_after is not None:
-        log(f"env episodes after {cfg.steps} steps: {_env_line(env_after)}")
+        log(f"env episodes after {done} steps: {_env_line(env_after)}")
     if env_before is not None and env_after is not None:
         log(f"before -> after ({cfg.env_eval_episodes} episodes, seeds {EVAL_SEED_BASE}+): "
             + _env_change(env_before, env_after))
     summary: dict[str, Any] = {}
     if rt.is_main:
-        summary = {"model": path, "steps": cfg.steps, "accuracy_before": before, "accuracy_after": after,
+        summary = {"model": path, "steps": done, "accuracy_before": before, "accuracy_after": after,
                    "eval_source": eval_source, "eval_prompts": len(eval_rows) if eval_rows and check else 0,
                    "train_seconds": round(train_s, 2),
-                   "seconds_per_step": round(train_s / max(cfg.steps - start, 1), 4),
+                   "seconds_per_step": round(train_s / max(done - start, 1), 4),
                    "peak_rss_mb": round(peak, 1), "peak_gpu_mb": None if gpu is None else round(gpu, 1),
                    "final_model": str(out / "final"), "world_size": rt.world_size,
                    "replicas_in_sync": in_sync, **layout, "state_mb_per_process": state_mb(policy, trainer.opt),

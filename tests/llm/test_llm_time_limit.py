@@ -1,0 +1,80 @@
+"""--time-limit: training stops before a step that would end the run past the limit, the final model
+and evaluation still come; the last step's own evaluation is not run a second time as the final one."""
+
+from __future__ import annotations
+
+import doctest
+import json
+
+import pytest
+
+from grpo.llm.config import GRPOConfig
+from grpo.llm.infra import time_budget
+from grpo.llm.infra.time_budget import out_of_time, process_elapsed_s
+
+
+def test_docstring_examples():
+    result = doctest.testmod(time_budget)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_the_guess_adds_the_slowest_recent_step_and_the_evaluations():
+    assert not out_of_time(0, 10, [], eval_s=4, eval_due=False)       # 0 + 0 + 4 <= 10
+    assert out_of_time(0, 10, [], eval_s=6, eval_due=True)             # 6 + 6 > 10
+    assert not out_of_time(0, 10, [], eval_s=5, eval_due=True)         # 10 <= 10: still fits
+    assert out_of_time(0, 10, [1, 7, 1], eval_s=4, eval_due=False)     # 7 + 4 > 10
+    assert not out_of_time(0, 10, [9, 1, 1, 1], eval_s=3, eval_due=False)  # the 9 is four steps back
+
+
+def test_the_clock_is_the_process_age():
+    assert 0 <= process_elapsed_s() < 24 * 3600
+
+
+def _run(random_tiny, tmp_path, monkeypatch, name, **options):
+    """Train the random tiny model with a fake process clock that advances 10 s at each reading."""
+    import grpo.llm.run as run
+
+    model, tok = random_tiny
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    readings = iter(range(10, 10_000, 10))
+    monkeypatch.setattr(run, "process_elapsed_s", lambda: float(next(readings)))
+    calls = []
+    real = run.greedy_accuracy
+    monkeypatch.setattr(run, "greedy_accuracy", lambda *a, **k: calls.append(1) or real(*a, **k))
+    logged = []
+    cfg = GRPOConfig(model=str(tmp_path / "m"), prompts_per_step=2, group_size=2, max_new_tokens=3, eval_limit=4,
+                     beta=0.0, out=str(tmp_path / name), progress=False, tensorboard=False, **options)
+    summary = run.train(cfg, log=logged.append)
+    rows = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    return summary, rows, logged, len(calls)
+
+
+def test_a_time_limit_stops_training_and_still_saves_and_evaluates(random_tiny, tmp_path, monkeypatch):
+    # Readings 10, 20, 30 s before steps 0, 1, 2 against a 30 s limit: steps 0 and 1 fit (a tiny step and
+    # evaluation take well under the 10 s left), step 2 does not.
+    summary, rows, logged, evaluations = _run(random_tiny, tmp_path, monkeypatch, "limited", steps=5,
+                                              time_limit=0.5)
+    assert summary["steps"] == 2 and [r["step"] for r in rows] == [0, 1]
+    assert (tmp_path / "limited" / "final" / "config.json").is_file()
+    assert summary["accuracy_after"] is not None and evaluations == 2  # before and after
+    assert any("training stops after 2 of 5 steps" in line for line in logged), logged
+    assert any(line.startswith("greedy accuracy after 2 steps") for line in logged), logged
+
+
+def test_without_a_limit_every_step_runs(random_tiny, tmp_path, monkeypatch):
+    summary, rows, logged, _ = _run(random_tiny, tmp_path, monkeypatch, "unlimited", steps=5)
+    assert summary["steps"] == 5 and [r["step"] for r in rows] == [0, 1, 2, 3, 4]
+    assert not any("time limit" in line for line in logged)
+
+
+@pytest.mark.parametrize("eval_every, in_loop", [(2, 1), (3, 0)])
+def test_the_last_steps_evaluation_is_the_final_one(random_tiny, tmp_path, monkeypatch, eval_every, in_loop):
+    """Evaluated after step 2 of 2: that is the final model's accuracy, not computed again (2 evaluations:
+    before, and after step 2). Every 3 steps: no evaluation in the loop, the final one runs (2 again)."""
+    summary, rows, _, evaluations = _run(random_tiny, tmp_path, monkeypatch, f"every{eval_every}", steps=2,
+                                         eval_every=eval_every)
+    in_loop_acc = [r["eval/greedy_accuracy"] for r in rows if "eval/greedy_accuracy" in r]
+    assert len(in_loop_acc) == in_loop and evaluations == 2
+    if in_loop:
+        assert in_loop_acc == [summary["accuracy_after"]]
