@@ -221,11 +221,15 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     t_train = time.perf_counter()
     bar = _progress(range(start, cfg.steps), cfg.progress and rt.is_main)  # one bar, one log
     done, step_s = start, []  # steps completed; seconds of each trainer step of this process (generation, update)
-    evaluated_at, acc_at, env_at = -1, None, None  # the latest in-loop evaluation: after which step, and its results
+    acc_at, env_at = None, None  # the latest in-loop evaluation's results
+
+    def evaluates_after(step: int) -> bool:  # --eval-every's evaluation follows this step
+        return bool(cfg.eval_every) and (step + 1) % cfg.eval_every == 0
+
     try:
         for step in bar:
             if cfg.time_limit is not None:  # every process decides alike (the max of their votes)
-                due = bool(cfg.eval_every) and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps
+                due = evaluates_after(step) and step + 1 < cfg.steps
                 late = out_of_time(process_elapsed_s(), cfg.time_limit * 60, step_s, last_eval_s, due)
                 if float(rt.max(float(late))) > 0:
                     log(f"time limit ({cfg.time_limit:g} min): training stops after {done} of {cfg.steps} steps")
@@ -236,8 +240,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
                 metrics, groups = trainer.step(step)
             step_s.append(time.perf_counter() - t_step)
             metrics["train/lr"] = lr
-            if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
-                evaluated_at = step + 1
+            if evaluates_after(step):
                 if cfg.env:
                     env_at = timed(evaluate_env)
                     metrics.update({f"eval/{k}": v for k, v in (env_at or {}).items()})
@@ -270,7 +273,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         if cfg.save_merged:
             save_merged(out / "final-merged", rt.unwrap(policy), tok)
     # The weights of the last step's own evaluation, if it had one, are the final weights: not evaluated twice.
-    last_evaluated = evaluated_at == done
+    last_evaluated = done > start and evaluates_after(done - 1)
     after = acc_at if last_evaluated and not cfg.env else evaluate()
     if after is not None:
         log(f"greedy accuracy after {done} steps: {after:.1%}")
