@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +186,10 @@ class GRPOConfig:
     max_resample: int = field(default=3, metadata=_help("dynamic sampling: extra generation rounds per step at most"))
     mask_truncated: bool = field(default=False, metadata=_help(
         "completions that hit max_new_tokens without EOS get no loss (DAPO overlong filtering)"))
+    truncated_reward: float | None = field(default=None, metadata=_help(
+        "completions that hit max_new_tokens without EOS score this total reward (and this from each reward "
+        "function) instead of what their text scored, e.g. 0: an answer cut off is no answer; none: scored as "
+        "they are (single-turn; --env episodes use --truncated)"))
     mu: int = field(default=1, metadata=_help("policy updates per generation batch (paper's mu)"))
     ref_reset_every: int = field(default=0, metadata=_help(
         "iterative GRPO: reset the reference to the policy every R steps; 0: never"))
@@ -299,6 +304,7 @@ class GRPOConfig:
             "eval_holdout": self.eval_holdout >= 0 and (self.eval_holdout < 1 or self.eval_holdout == int(self.eval_holdout)),
             "loss_constant": self.loss_constant is None or self.loss_constant > 0,
             "max_grad_norm": self.max_grad_norm is None or self.max_grad_norm > 0,
+            "truncated_reward": self.truncated_reward is None or math.isfinite(self.truncated_reward),
             "threads": self.threads is None or self.threads >= 1,
             "nonfinite_limit": self.nonfinite_limit >= 1,
             "reward_failure": self.reward_failure in ("raise", "zero", "drop"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -36,6 +37,21 @@ def varied_groups(scored: ScoredBatch, G: int) -> Tensor:
     return varied
 
 
+def score_truncated(scored: ScoredBatch, truncated: Tensor, value: float | None) -> ScoredBatch:
+    """``scored`` with the completions cut at max_new_tokens (``truncated`` [N]) scored ``value``: their
+    total and each function's reward (accuracy is left as checked); ``value`` None: unchanged.
+
+    >>> s = ScoredBatch(torch.tensor([[1.0], [1.0]]), torch.tensor([1.0, 1.0]), ["numeric"])
+    >>> score_truncated(s, torch.tensor([False, True]), 0.0).total
+    tensor([1., 0.])
+    """
+    if value is None or not bool(truncated.any()):
+        return scored
+    cut = truncated.to(scored.total.device)
+    return replace(scored, total=scored.total.masked_fill(cut, value),
+                   per_fn=scored.per_fn.masked_fill(cut[:, None], value))
+
+
 class Sampler:
     """Samples and scores a step's batch from ``policy`` (the prepared one under accelerate); this
     process handles its share of each step's prompts."""
@@ -61,6 +77,7 @@ class Sampler:
         scored = self.rewards([t for t in texts for _ in range(G)], roll.completions,
                               completion_lengths=roll.lengths.tolist(), max_new_tokens=cfg.max_new_tokens,
                               **columns_of(rows, G))
+        scored = score_truncated(scored, roll.truncated, cfg.truncated_reward)
         zero = float((~varied_groups(scored, G)).float().mean())
         return Batch(rows, texts, roll, scored, zero, gen_seconds)
 
@@ -74,7 +91,7 @@ class Sampler:
                                     cfg.top_k, True, None)
         scored = self.rewards(texts, roll.completions, completion_lengths=roll.lengths.tolist(),
                               max_new_tokens=cfg.max_new_tokens, **columns_of(rows, 1))
-        return scored.total.float()  # [B]
+        return score_truncated(scored, roll.truncated, cfg.truncated_reward).total.float()  # [B]
 
     def collect(self, step: int) -> Batch:
         """Prompts of this step and their groups; with dynamic sampling, all-equal groups are
