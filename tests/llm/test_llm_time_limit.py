@@ -62,6 +62,15 @@ def test_a_time_limit_stops_training_and_still_saves_and_evaluates(random_tiny, 
     assert any(line.startswith("greedy accuracy after 2 steps") for line in logged), logged
 
 
+def test_the_step_a_time_limit_ends_on_is_logged_even_between_log_every_steps(random_tiny, tmp_path, monkeypatch):
+    # --log-every 3 logs steps 0 and 3; the limit ends training after step 1, which is logged all the same
+    summary, rows, _, _ = _run(random_tiny, tmp_path, monkeypatch, "log3", steps=5, time_limit=0.5, log_every=3)
+    assert summary["steps"] == 2 and [r["step"] for r in rows] == [0, 1]
+    # negative control: without a limit, only the --log-every steps and the last one
+    _, rows, _, _ = _run(random_tiny, tmp_path, monkeypatch, "log3-unlimited", steps=5, log_every=3)
+    assert [r["step"] for r in rows] == [0, 3, 4]
+
+
 def test_without_a_limit_every_step_runs(random_tiny, tmp_path, monkeypatch):
     summary, rows, logged, _ = _run(random_tiny, tmp_path, monkeypatch, "unlimited", steps=5)
     assert summary["steps"] == 5 and [r["step"] for r in rows] == [0, 1, 2, 3, 4]
