@@ -26,8 +26,25 @@ def test_the_guess_adds_the_slowest_recent_step_and_the_evaluations():
     assert not out_of_time(0, 10, [9, 1, 1, 1], eval_s=3, eval_due=False)  # the 9 is four steps back
 
 
-def test_the_clock_is_the_process_age():
+def test_the_clock_is_the_process_age(monkeypatch):
+    monkeypatch.delenv(time_budget.RUN_START_ENV, raising=False)
     assert 0 <= process_elapsed_s() < 24 * 3600
+
+
+def test_children_of_a_relaunch_count_from_the_launchers_start(monkeypatch, tmp_path):
+    """--num-processes: the launcher hands its start to its children, whose clock then counts from it."""
+    import time
+
+    from grpo.llm.infra import launch
+
+    seen = {}
+    monkeypatch.setattr(launch.subprocess, "call", lambda cmd, env: seen.update(env) or 0)
+    monkeypatch.setattr(time_budget, "run_started_at", lambda: 1000.5)  # the launcher's own start
+    assert launch.relaunch(GRPOConfig(num_processes=2, out=str(tmp_path)), "grpo") == 0
+    assert float(seen[time_budget.RUN_START_ENV]) == 1000.5
+    monkeypatch.undo()
+    monkeypatch.setenv(time_budget.RUN_START_ENV, repr(time.time() - 300.0))  # a child started 5 min after it
+    assert 300 <= process_elapsed_s() < 360
 
 
 def _run(random_tiny, tmp_path, monkeypatch, name, **options):

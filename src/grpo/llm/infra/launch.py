@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -71,4 +72,7 @@ def relaunch(cfg: Any, algo: str) -> int:
         path.write_text(yaml.safe_dump(values, sort_keys=False))
         cmd = launch_command(cfg.num_processes, cfg.accelerate_config, cfg.mixed_precision,
                              ["llm", "train", "--algo", algo, "--config", str(path)])
-        return subprocess.call(cmd)
+        # --time-limit counts from the command the user typed, not from each child's later start
+        from grpo.llm.infra.time_budget import RUN_START_ENV, run_started_at
+
+        return subprocess.call(cmd, env={**os.environ, RUN_START_ENV: repr(run_started_at())})
