@@ -13,7 +13,7 @@ MODULES = ["grpo.llm.data.rewards.answer", "grpo.llm.data.rewards.fmt", "grpo.ll
            "grpo.llm.data.rewards.plugins", "grpo.llm.sample", "grpo.llm.envs.base", "grpo.llm.envs.tools",
            "grpo.llm.rollout.seeding", "grpo.llm.data.heldout", "grpo.llm.data.sources",
            "grpo.llm.data.tasks", "grpo.llm.data.word_problems",
-           "grpo.llm.modeling.logprobs", "grpo.llm.modeling.hidden"]
+           "grpo.llm.modeling.logprobs", "grpo.llm.modeling.hidden", "grpo.llm.rollout.sampler", "grpo.llm.presets"]
 
 
 @pytest.mark.parametrize("name", MODULES)

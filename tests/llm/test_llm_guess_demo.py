@@ -12,7 +12,8 @@ import json
 import pytest
 
 from grpo.cli import main
-from grpo.llm.config import GUESS_MODEL, GUESS_PRESETS, GRPOConfig, with_presets
+from grpo.llm.config import GRPOConfig
+from grpo.llm.presets import GUESS_MODEL, GUESS_PRESETS, with_presets
 from grpo.llm.envs.guess_number import GuessNumberEnv
 
 

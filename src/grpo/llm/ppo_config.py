@@ -12,7 +12,8 @@ import argparse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from grpo.llm.config import GRPOConfig, _help, with_presets
+from grpo.llm.config import GRPOConfig, _help
+from grpo.llm.presets import with_presets
 
 VALUE_MODEL_NAMES = ("critic", "shared")
 KL_PENALTY_NAMES = ("reward", "loss")

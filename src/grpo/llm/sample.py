@@ -139,7 +139,7 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.n < 1 or args.samples < 1 or width < 4:
         raise ValueError("--n and --samples must be >= 1, --width >= 4")
     if args.env:
-        from grpo.llm.config import with_presets
+        from grpo.llm.presets import with_presets
 
         # The environment's own model and limits when it has presets, as `grpo llm train --env` picks them.
         pre = with_presets({"env": args.env} | ({"model": args.model} if args.model else {}))

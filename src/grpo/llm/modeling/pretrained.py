@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from grpo.errors import MissingDependency
-from grpo.llm.config import GUESS_MODEL
+from grpo.llm.presets import GUESS_MODEL
 from grpo.llm.modeling.model_cache import cache_dir, write_folder
 
 GGUF_INFO = "gguf_info.json"  # written beside the converted weights: where they came from
