@@ -65,6 +65,20 @@ def test_shard_keeps_whole_prompts_and_says_what_to_change():
         rt.shard(5)
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"env": "guess-number", "truncated_reward": 0.0}, "--env .multi-turn. does not support --truncated-reward"),
+    ({"dynamic_sampling": True}, "one process"),
+    ({"env": "guess-number", "dynamic_sampling": True}, "does not support --dynamic-sampling"),
+])
+def test_several_processes_are_refused_once_before_they_start(tmp_path, options, message):
+    """What the processes would each refuse is refused by the launching command, before any starts."""
+    from grpo.llm.run import preflight
+
+    with pytest.raises(ValueError, match=message):
+        preflight(GRPOConfig(num_processes=2, out=str(tmp_path / "run"), **options))
+    preflight(GRPOConfig(num_processes=2, out=str(tmp_path / "run")))  # negative control: nothing to refuse
+
+
 def test_unsupported_combinations_are_refused():
     rt = Runtime(torch.device("cpu"))
     rt.world_size = 2

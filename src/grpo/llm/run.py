@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -15,7 +16,7 @@ from grpo.llm.infra.checkpoint import load_trainer_state, prepare_run_dir, save_
 from grpo.llm.config import GRPOConfig
 from grpo.llm.infra.distributed import Runtime, make_runtime
 from grpo.llm.data.heldout import eval_set
-from grpo.llm.infra.fsdp import DDP, state_mb
+from grpo.llm.infra.fsdp import DDP, FSDP2, state_mb
 from grpo.llm.data.tasks import default_rewards, load_rows
 from grpo.llm.evaluation import greedy_accuracy
 from grpo.llm.modeling.models import frozen_copy, load_model, load_tokenizer
@@ -114,6 +115,10 @@ def preflight(cfg: GRPOConfig) -> None:
         from grpo.llm.rollout.vllm_engine import import_vllm
 
         import_vllm()
+    planned = Runtime(torch.device("cpu"))  # the processes about to start, for the refusals that need only their kind
+    planned.world_size, planned.fsdp, planned.deepspeed = cfg.num_processes, kind == "FSDP", kind == "DEEPSPEED"
+    planned.strategy = FSDP2 if planned.fsdp else "DeepSpeed" if planned.deepspeed else DDP
+    check_scale_out(copy.copy(cfg), planned, log=lambda _: None)  # a copy: it may switch the generation engine
     if not (cfg.resume or cfg.overwrite):
         prepare_run_dir(Path(cfg.out), False, False)  # only checks: raises if a run is already there
 
