@@ -106,16 +106,12 @@ def preflight(cfg: GRPOConfig) -> None:
 
     autocast_dtype(cfg.mixed_precision, pick_device(cfg.device))
     kind = check_launch_config(cfg.accelerate_config, pick_device(cfg.device).type)  # the file, read once
-    check_adapter_options(cfg)
     if cfg.env and kind in ("FSDP", "DEEPSPEED"):
         raise ValueError(f"--env (multi-turn) on several processes runs under DDP only, not the "
                          f"{kind} of {cfg.accelerate_config} (episodes end at different "
                          "turns on each process, and FSDP/ZeRO-3 forward passes are collective): drop --accelerate-config")
-    if cfg.generation == "vllm":
-        from grpo.llm.rollout.vllm_engine import import_vllm
-
-        import_vllm()
-    planned = Runtime(torch.device("cpu"))  # the processes about to start, for the refusals that need only their kind
+    # The adapter options, vLLM's presence and every option the processes about to start cannot honour
+    planned = Runtime(torch.device("cpu"))  # a stand-in for those processes: only their number and kind
     planned.world_size, planned.fsdp, planned.deepspeed = cfg.num_processes, kind == "FSDP", kind == "DEEPSPEED"
     planned.strategy = FSDP2 if planned.fsdp else "DeepSpeed" if planned.deepspeed else DDP
     check_scale_out(copy.copy(cfg), planned, log=lambda _: None)  # a copy: it may switch the generation engine
