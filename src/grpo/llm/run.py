@@ -224,10 +224,12 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     bar = _progress(range(start, cfg.steps), cfg.progress and rt.is_main)  # one bar, one log
     done, step_s = start, []  # steps completed; seconds of each trainer step of this process (generation, update)
     acc_at, env_at = None, None  # the latest in-loop evaluation's results
-    unlogged = None  # (step, metrics) of the last step when --log-every skipped it
 
     def evaluates_after(step: int) -> bool:  # --eval-every's evaluation follows this step
         return bool(cfg.eval_every) and (step + 1) % cfg.eval_every == 0
+
+    def logs_at(step: int) -> bool:  # --log-every logs this step (and the last one always)
+        return step % cfg.log_every == 0 or step == cfg.steps - 1
 
     try:
         for step in bar:
@@ -250,10 +252,8 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
                 else:
                     acc_at = timed(evaluate)  # None (no eval set, or not this process): NaN; 0% stays 0
                     metrics["eval/greedy_accuracy"] = float("nan") if acc_at is None else acc_at
-            logs_now = step % cfg.log_every == 0 or step == cfg.steps - 1
-            if logs_now:
+            if logs_at(step):
                 runlog.log(step, metrics)
-            unlogged = None if logs_now else (step, metrics)
             if step % cfg.samples_every == 0:
                 runlog.log_samples(records(groups, step, cfg.log_samples))
             if hasattr(bar, "set_postfix"):
@@ -265,8 +265,8 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
                                     {"accuracy_before": before, "env_eval_before": env_before},
                                     keep_ref, cfg.keep_checkpoints, trainer.checkpoint_modules())
             done = step + 1
-        if unlogged is not None:  # the time limit ended training on a step --log-every skipped: log it
-            runlog.log(*unlogged)
+        if done > start and not logs_at(done - 1):  # the time limit ended training on a skipped step: log it
+            runlog.log(done - 1, metrics)
     finally:
         runlog.close()
     train_s = time.perf_counter() - t_train
