@@ -84,6 +84,41 @@ def test_micro_batches_give_the_full_batch_gradient(random_tiny, aggregation):
     assert grads[0].abs().sum() > 0
 
 
+def test_micro_batches_are_trimmed_to_their_own_lengths(random_tiny):
+    """Each micro-batch (whole groups, shortest first) runs on its own columns: prompt padding common to its
+    rows and completion columns past its longest row are left out, and the gradient is the untrimmed
+    full batch's."""
+    model, tok = random_tiny
+    torch.manual_seed(0)
+    N, P, C = 4, 5, 8
+    lengths = torch.tensor([8, 6, 2, 1])  # group 0 long, group 1 short: the short group goes first
+    cmask = (torch.arange(C)[None] < lengths[:, None]).long()
+    pmask = torch.tensor([[1] * 5, [1] * 5, [0, 0, 1, 1, 1], [0, 0, 1, 1, 1]])  # group 1's prompt left-padded by 2
+    prompts = torch.randint(3, 90, (2, P)).repeat_interleave(2, 0) * pmask  # [N, P] two groups of 2
+    roll = Rollout(prompts, pmask, torch.randint(3, 90, (N, C)) * cmask, cmask, torch.zeros(N, dtype=torch.bool),
+                   [""] * N)
+    adv = torch.tensor([[1.0], [-1.0], [0.5], [-0.5]]).expand(N, C)
+    grads, widths = [], []
+    for micro in (None, 2):
+        m = type(model)(model.config)
+        m.load_state_dict(model.state_dict())
+        seen: list[int] = []
+        m.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw["input_ids"].shape[1]), with_kwargs=True)
+        cfg = GRPOConfig(model="x", beta=0.0, micro_batch=micro, prompts_per_step=2, group_size=2,
+                         max_grad_norm=None, max_new_tokens=C)
+        tr = GRPOTrainer(cfg, m, tok, [{"prompt": "1+1=", "answer": "2"}], RewardSet.from_specs(["exact"]))
+        assert [mb.tolist() for mb in tr._micro_batches(roll)] == ([[2, 3, 0, 1]] if micro is None else [[2, 3], [0, 1]])
+        tr.opt = torch.optim.SGD(m.parameters(), lr=0.0)  # keep the weights, read the gradient
+        tr.update(roll, adv, cmask.float())
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]))
+        widths.append(seen)
+    # forward passes: the prompt once per group, then the completion tokens that predict the next (one fewer).
+    # Whole batch: 5 prompt columns, 8 - 1; the short group alone: its 3 prompt tokens, 2 - 1
+    assert widths == [[5, 7], [3, 1, 5, 7]]
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+    assert grads[0].abs().sum() > 0
+
+
 def test_aggregations_weigh_lengths_as_documented():
     """sequence-mean favours short answers per token; token-mean and constant do not."""
     loss = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]])

@@ -37,6 +37,7 @@ import time
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from grpo.core import (MICRO_BATCH_SHARES, OUTCOME_ESTIMATORS, TOKEN_SELECTIONS, AdvantageInputs, aggregate, grpo_loss,
@@ -46,7 +47,7 @@ from grpo.llm.config import GRPOConfig
 from grpo.llm.data.rewards import RewardSet
 from grpo.llm.data.tasks import Row
 from grpo.llm.infra.distributed import Runtime
-from grpo.llm.modeling.hidden import auto_micro_batch
+from grpo.llm.modeling.hidden import auto_micro_batch, length_order, used_columns
 from grpo.llm.modeling.logprobs import completion_logprobs, logprob_filter
 from grpo.llm.rollout.batch import Batch, batch_metrics
 from grpo.llm.rollout.generation import Rollout
@@ -110,24 +111,34 @@ class GRPOTrainer:
         return adv
 
     # ------------------------------------------------------------------ 2. policy updates
-    def _logprobs(self, model: Any, roll: Rollout, rows: slice, **kw: Any) -> tuple[Tensor, Tensor | None]:
+    def _logprobs(self, model: Any, roll: Rollout, rows: Tensor, **kw: Any) -> tuple[Tensor, Tensor | None]:
+        """Log-probs (and entropy) [n, C] of the rows ``rows`` [n], computed on the columns they use:
+        prompt columns that are padding in every row and completion columns after the longest row are
+        left out of the forward pass (zeros there, where every mask is 0)."""
+        C = roll.completion_ids.shape[1]
+        pm, cm = roll.prompt_mask[rows], roll.completion_mask[rows]  # [n, P], [n, C]
+        p0, c1 = int(pm.any(0).int().argmax()), max(1, used_columns(cm))
         # Rows in whole groups share their prompt's encoding (checked inside; else a plain forward).
-        return completion_logprobs(model, roll.prompt_ids[rows], roll.prompt_mask[rows], roll.completion_ids[rows],
-                                   roll.completion_mask[rows], self.cfg.temperature, group_size=self.cfg.group_size,
-                                   **logprob_filter(self.cfg), **kw)
+        logp, ent = completion_logprobs(model, roll.prompt_ids[rows][:, p0:], pm[:, p0:],
+                                        roll.completion_ids[rows][:, :c1], cm[:, :c1], self.cfg.temperature,
+                                        group_size=self.cfg.group_size, **logprob_filter(self.cfg), **kw)
+        return F.pad(logp, (0, C - c1)), None if ent is None else F.pad(ent, (0, C - c1))
 
-    def _no_grad_logprobs(self, model: Any, roll: Rollout) -> Tensor:
+    def _no_grad_logprobs(self, model: Any, roll: Rollout, with_entropy: bool = False) -> Tensor:
+        """[N, C] log-probs (or, ``with_entropy``, entropies) of the whole batch, micro-batch by micro-batch."""
+        out = torch.zeros(roll.completion_ids.shape, device=roll.completion_ids.device)  # [N, C]
         with torch.no_grad():
-            return torch.cat([self._logprobs(model, roll, mb)[0] for mb in self._micro_batches(roll)])
+            for mb in self._micro_batches(roll):
+                logp, ent = self._logprobs(model, roll, mb, with_entropy=with_entropy)
+                out[mb] = ent if with_entropy else logp
+        return out
 
     def _token_weights(self, roll: Rollout, loss_mask: Tensor) -> Tensor | None:
         """[N, C] the token selection's weights over the whole batch (from pi_old's entropy), or None."""
         select = TOKEN_SELECTIONS.get(self.cfg.token_selection)
         if not needs_entropy(select):
             return None
-        with torch.no_grad():
-            ent = torch.cat([self._logprobs(self.policy, roll, mb, with_entropy=True)[1]
-                             for mb in self._micro_batches(roll)])  # [N, C]
+        ent = self._no_grad_logprobs(self.policy, roll, with_entropy=True)  # [N, C]
         # Several processes: each takes the top share of its own part of the batch (close to, not exactly,
         # the global batch's quantile).
         return select(ent, loss_mask, self.cfg.top_entropy_rho)
@@ -147,13 +158,16 @@ class GRPOTrainer:
             w = keep if w is None else w * keep
         return w, m
 
-    def _micro_batches(self, roll: Rollout) -> list[slice]:
-        n = len(roll.completions)
+    def _micro_batches(self, roll: Rollout) -> list[Tensor]:
+        """Row indices [n] of each forward/backward. Whole groups of G, shortest longest-completion first,
+        so that each micro-batch holds completions of similar lengths and is trimmed to its own longest
+        (:meth:`_logprobs`), not the batch's; the sums over micro-batches are the same in any order."""
+        n, G = len(roll.completions), self.cfg.group_size
         size = self.cfg.micro_batch or n
         if not self.cfg.micro_batch and not getattr(self.rt, "deepspeed", False):  # DeepSpeed: one backward per step
-            size = auto_micro_batch(self.policy, n, roll.prompt_ids.shape[1] + roll.completion_ids.shape[1],
-                                    self.cfg.group_size)
-        return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+            size = auto_micro_batch(self.policy, n, roll.prompt_ids.shape[1] + roll.completion_ids.shape[1], G)
+        rows = length_order(roll.completion_mask.cpu(), G if n % G == 0 else 1).to(roll.completion_ids.device)  # [N]
+        return [rows[i:i + size] for i in range(0, n, size)]
 
     def update(self, roll: Rollout, adv: Tensor, loss_mask: Tensor) -> dict[str, float]:
         """mu optimizer steps on one generation batch; returns the metrics of the last one."""
