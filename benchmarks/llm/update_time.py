@@ -21,7 +21,7 @@ import time
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="a model folder or name (--model of grpo llm train)")
+    ap.add_argument("--model", default=None, help="a model folder or name, as grpo llm train's --model (default: the tiny model)")
     ap.add_argument("--batch", required=True, help="the batch file: sampled and written when missing")
     ap.add_argument("--task", default="word-problems")
     ap.add_argument("--prompts", type=int, default=8)
