@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import doctest
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -47,8 +48,9 @@ def test_children_of_a_relaunch_count_from_the_launchers_start(monkeypatch, tmp_
     assert 300 <= process_elapsed_s() < 360
 
 
-def _run(random_tiny, tmp_path, monkeypatch, name, **options):
-    """Train the random tiny model with a fake process clock that advances 10 s at each reading."""
+def _run(random_tiny, tmp_path, monkeypatch, name, fake_timer=False, **options):
+    """Train the random tiny model with a fake process clock that advances 10 s at each reading; with
+    ``fake_timer`` the run's own timer too (so a step and an evaluation each measure 10 s)."""
     import grpo.llm.run as run
 
     model, tok = random_tiny
@@ -56,6 +58,9 @@ def _run(random_tiny, tmp_path, monkeypatch, name, **options):
     tok.save_pretrained(tmp_path / "m")
     readings = iter(range(10, 10_000, 10))
     monkeypatch.setattr(run, "process_elapsed_s", lambda: float(next(readings)))
+    if fake_timer:
+        ticks = iter(range(0, 100_000, 10))
+        monkeypatch.setattr(run, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
     calls = []
     real = run.greedy_accuracy
     monkeypatch.setattr(run, "greedy_accuracy", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -86,6 +91,20 @@ def test_the_step_a_time_limit_ends_on_is_logged_even_between_log_every_steps(ra
     # negative control: without a limit, only the --log-every steps and the last one
     _, rows, _, _ = _run(random_tiny, tmp_path, monkeypatch, "log3-unlimited", steps=5, log_every=3)
     assert [r["step"] for r in rows] == [0, 3, 4]
+
+
+def test_a_decaying_schedule_ends_where_the_limit_stops_training(random_tiny, tmp_path, monkeypatch):
+    # Steps and the first evaluation measure 10 s; readings 10, 20, ... s before steps 0, 1, ... against 60 s:
+    # steps 0-3 fit (step 3: 40 + 10 + the final evaluation's 10 = 60). From step 1 on the linear schedule
+    # decays over the 4 steps that fit instead of the 20 asked for, so the last one runs at 1/4 of the rate.
+    summary, rows, _, _ = _run(random_tiny, tmp_path, monkeypatch, "sched", fake_timer=True, steps=20, time_limit=1.0,
+                               lr_schedule="linear", lr=1e-3)
+    assert summary["steps"] == 4
+    assert [round(r["train/lr"] / 1e-3, 6) for r in rows] == [1.0, 0.75, 0.5, 0.25]
+    # negative control: the same run without a limit decays over the 20 steps
+    _, rows, _, _ = _run(random_tiny, tmp_path, monkeypatch, "sched-unlimited", fake_timer=True, steps=20,
+                         lr_schedule="linear", lr=1e-3)
+    assert [round(r["train/lr"] / 1e-3, 6) for r in rows][:4] == [1.0, 0.95, 0.9, 0.85]
 
 
 def test_without_a_limit_every_step_runs(random_tiny, tmp_path, monkeypatch):

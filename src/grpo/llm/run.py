@@ -25,7 +25,7 @@ from grpo.llm.data.rewards import RewardSet, SequenceClassifierReward
 from grpo.llm.data.rewards.plugins import reward_set
 from grpo.llm.infra.runlog import RunLog
 from grpo.llm.infra.schedules import lr_factor, set_learning_rates
-from grpo.llm.infra.time_budget import out_of_time, process_elapsed_s
+from grpo.llm.infra.time_budget import out_of_time, process_elapsed_s, steps_in_time
 from grpo.llm.rollout.batch import sample_records
 from grpo.llm.algorithms.multiturn import EVAL_SEED_BASE
 from grpo.utils.config import to_dict
@@ -233,14 +233,18 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
 
     try:
         for step in bar:
+            horizon = cfg.steps  # the steps the learning-rate schedule decays over
             if cfg.time_limit is not None:  # every process decides alike (the max of their votes)
+                elapsed, limit_s = process_elapsed_s(), cfg.time_limit * 60
                 due = evaluates_after(step) and step + 1 < cfg.steps
-                late = out_of_time(process_elapsed_s(), cfg.time_limit * 60, step_s, last_eval_s, due)
-                if float(rt.max(float(late))) > 0:
+                if float(rt.max(float(out_of_time(elapsed, limit_s, step_s, last_eval_s, due)))) > 0:
                     log(f"time limit ({cfg.time_limit:g} min): training stops after {done} of {cfg.steps} steps")
                     break
+                if cfg.lr_schedule != "constant":  # a decaying schedule ends where the limit will stop training
+                    fit = steps_in_time(elapsed, limit_s, done, cfg.steps, step_s, last_eval_s, cfg.eval_every)
+                    horizon = int(-float(rt.max(-float(fit))))  # the slowest process's guess, the same for all
             t_step = time.perf_counter()
-            lr = set_learning_rates(trainer.opt, base_lrs, lr_factor(cfg.lr_schedule, step, cfg.steps, cfg.warmup_steps))
+            lr = set_learning_rates(trainer.opt, base_lrs, lr_factor(cfg.lr_schedule, step, horizon, cfg.warmup_steps))
             with rt.autocast():
                 metrics, groups = trainer.step(step)
             step_s.append(time.perf_counter() - t_step)

@@ -45,3 +45,25 @@ def out_of_time(elapsed_s: float, limit_s: float, step_s: list[float], eval_s: f
     """
     next_step = max(step_s[-3:], default=0.0)
     return elapsed_s + next_step + (eval_s if eval_due else 0.0) + eval_s > limit_s
+
+
+def steps_in_time(elapsed_s: float, limit_s: float, done: int, steps: int, step_s: list[float], eval_s: float,
+                  eval_every: int = 0) -> int:
+    """The steps a run will have taken when ``limit_s`` stops it, as :func:`out_of_time` guesses them: ``done``
+    plus as many more steps (the slowest of the last three, with their share of the evaluations every
+    ``eval_every`` steps) as fit before the final evaluation; at least ``done + 1``, at most ``steps``.
+    A learning-rate schedule decays over these instead of ``steps``, so that a run the limit cuts still
+    ends at its schedule's end. Before the first step nothing is known: ``steps``.
+
+    >>> steps_in_time(100, 200, done=5, steps=50, step_s=[10, 20, 10], eval_s=20)   # (200 - 100 - 20) // 20 more
+    9
+    >>> steps_in_time(100, 200, done=5, steps=50, step_s=[10, 20, 10], eval_s=20, eval_every=2)  # 80 // (20 + 10)
+    7
+    >>> steps_in_time(100, 200, 5, 8, [10], 20), steps_in_time(190, 200, 5, 50, [10], 20), steps_in_time(0, 9, 0, 50, [], 0)
+    (8, 6, 50)
+    """
+    if not step_s:
+        return steps
+    per_step = max(step_s[-3:]) + (eval_s / eval_every if eval_every else 0.0)
+    more = int((limit_s - elapsed_s - eval_s) // per_step) if per_step > 0 else steps
+    return min(steps, max(done + 1, done + more))
