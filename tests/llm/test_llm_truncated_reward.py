@@ -62,3 +62,15 @@ def test_a_truncated_reward_must_be_finite_and_is_single_turn():
         GRPOConfig(truncated_reward=math.nan)
     with pytest.raises(ValueError, match="--truncated-reward"):
         check_scale_out(GRPOConfig(env="guess-number", truncated_reward=0.0), Runtime(torch.device("cpu")))
+
+
+def test_a_cut_completions_process_steps_score_the_truncated_reward_too():
+    from grpo.llm.data.rewards.base import ScoredBatch, StepRewards
+    from grpo.llm.rollout.sampler import score_truncated
+
+    steps = [StepRewards([1.0, 0.5], [3, 7]), StepRewards([1.0, 1.0], [2, 9]), None]
+    scored = ScoredBatch(torch.ones(3, 1), torch.ones(3), ["steps"], steps=steps)
+    out = score_truncated(scored, torch.tensor([False, True, True]), -0.5)
+    assert out.steps[0] == steps[0] and out.steps[2] is None  # finished: as scored; no steps given: none
+    assert out.steps[1] == StepRewards([-0.5, -0.5], [2, 9])  # cut: every step scores the value, at its own end
+    assert score_truncated(scored, torch.tensor([False, True, True]), None).steps == steps  # negative control

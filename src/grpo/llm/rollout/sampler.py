@@ -15,7 +15,7 @@ from torch import Tensor
 from grpo.core import ZERO_STD
 from grpo.llm.config import GRPOConfig
 from grpo.llm.data.rewards import RewardSet
-from grpo.llm.data.rewards.base import ScoredBatch
+from grpo.llm.data.rewards.base import ScoredBatch, StepRewards
 from grpo.llm.data.tasks import Row, batch_indices, columns_of
 from grpo.llm.infra.distributed import Runtime
 from grpo.llm.modeling.models import context_length, prompt_texts
@@ -39,7 +39,8 @@ def varied_groups(scored: ScoredBatch, G: int) -> Tensor:
 
 def score_truncated(scored: ScoredBatch, truncated: Tensor, value: float | None) -> ScoredBatch:
     """``scored`` with the completions cut at max_new_tokens (``truncated`` [N]) scored ``value``: their
-    total and each function's reward (accuracy is left as checked); ``value`` None: unchanged.
+    total, each function's reward and each step of a process reward (accuracy is left as checked);
+    ``value`` None: unchanged.
 
     >>> s = ScoredBatch(torch.tensor([[1.0], [1.0]]), torch.tensor([1.0, 1.0]), ["numeric"])
     >>> score_truncated(s, torch.tensor([False, True]), 0.0).total
@@ -48,8 +49,11 @@ def score_truncated(scored: ScoredBatch, truncated: Tensor, value: float | None)
     if value is None or not bool(truncated.any()):
         return scored
     cut = truncated.to(scored.total.device)
+    steps = scored.steps if scored.steps is None else [
+        StepRewards([value] * len(s.rewards), s.ends) if s is not None and bool(c) else s
+        for s, c in zip(scored.steps, cut.tolist())]
     return replace(scored, total=scored.total.masked_fill(cut, value),
-                   per_fn=scored.per_fn.masked_fill(cut[:, None], value))
+                   per_fn=scored.per_fn.masked_fill(cut[:, None], value), steps=steps)
 
 
 class Sampler:
