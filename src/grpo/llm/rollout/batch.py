@@ -39,7 +39,9 @@ class Batch:
             self.zero_std_frac, self.gen_seconds, self.rounds)
 
     @staticmethod
-    def cat(parts: list[Batch], pad_id: int) -> Batch:
+    def cat(parts: list[Batch], pad_id: int, zero_std_frac: float, gen_seconds: float, rounds: int) -> Batch:
+        """The samples of ``parts`` one after another; the step's own figures (all-equal share, generation
+        seconds, rounds) are given, since they describe the step, not any one part."""
         sc = [p.scored for p in parts]
         steps = None if sc[0].steps is None else [s for p in sc for s in p.steps]
         acc = None if sc[0].accuracy is None else torch.cat([p.accuracy for p in sc])
@@ -48,7 +50,7 @@ class Batch:
             Rollout.cat([p.rollout for p in parts], pad_id),
             ScoredBatch(torch.cat([p.per_fn for p in sc]), torch.cat([p.total for p in sc]), sc[0].names, steps, acc,
                sc[0].step_weight, None if sc[0].failed is None else torch.cat([p.failed for p in sc])),
-            parts[0].zero_std_frac, sum(p.gen_seconds for p in parts), sum(p.rounds for p in parts),
+            zero_std_frac, gen_seconds, rounds,
         )
 
 

@@ -120,11 +120,10 @@ class Sampler:
                 kept.append(groups.select(varied, (varied[:, None] * G + torch.arange(G)).flatten()))
             if sum(len(k.rows) for k in kept) >= cfg.prompts_per_step:
                 break
-        out = Batch.cat(kept, self.tok.pad_token_id) if kept else first
-        n = min(len(out.rows), cfg.prompts_per_step) if kept else 0
-        out = out.select(torch.arange(n), torch.arange(n * G))
-        out.zero_std_frac, out.gen_seconds, out.rounds = first.zero_std_frac, gen_seconds, round_ + 1
-        return out
+        figures = {"zero_std_frac": first.zero_std_frac, "gen_seconds": gen_seconds, "rounds": round_ + 1}
+        out = Batch.cat(kept, self.tok.pad_token_id, **figures) if kept else replace(first, **figures)
+        n = min(len(out.rows), cfg.prompts_per_step) if kept else 0  # no group with spread: an empty batch
+        return out.select(torch.arange(n), torch.arange(n * G))
 
     def after_update(self) -> None:
         """Called after each policy update: engines that keep their own copy of the weights (vLLM) get them."""
