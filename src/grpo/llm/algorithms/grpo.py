@@ -47,7 +47,7 @@ from grpo.llm.config import GRPOConfig
 from grpo.llm.data.rewards import RewardSet
 from grpo.llm.data.tasks import Row
 from grpo.llm.infra.distributed import Runtime
-from grpo.llm.modeling.hidden import auto_micro_batch, length_order, used_columns
+from grpo.llm.modeling.hidden import auto_micro_batch, length_order, row_widths
 from grpo.llm.modeling.logprobs import completion_logprobs, logprob_filter
 from grpo.llm.rollout.batch import Batch, batch_metrics
 from grpo.llm.rollout.generation import Rollout
@@ -117,7 +117,7 @@ class GRPOTrainer:
         left out of the forward pass (zeros there, where every mask is 0)."""
         C = roll.completion_ids.shape[1]
         pm, cm = roll.prompt_mask[rows], roll.completion_mask[rows]  # [n, P], [n, C]
-        p0, c1 = int(pm.any(0).int().argmax()), max(1, used_columns(cm))
+        p0, c1 = int(pm.any(0).int().argmax()), max(1, int(row_widths(cm).max()))
         # Rows in whole groups share their prompt's encoding (checked inside; else a plain forward).
         logp, ent = completion_logprobs(model, roll.prompt_ids[rows][:, p0:], pm[:, p0:],
                                         roll.completion_ids[rows][:, :c1], cm[:, :c1], self.cfg.temperature,

@@ -31,6 +31,11 @@ def process_elapsed_s() -> float:
     return time.time() - run_started_at()
 
 
+def step_guess_s(step_s: list[float]) -> float:
+    """The next step's seconds as the time limit guesses them: the slowest of the last three (0 before the first)."""
+    return max(step_s[-3:], default=0.0)
+
+
 def out_of_time(elapsed_s: float, limit_s: float, step_s: list[float], eval_s: float, eval_due: bool) -> bool:
     """Whether the next step would end the run past ``limit_s``: ``elapsed_s`` plus the slowest of the
     last three ``step_s`` (0 before the first), an evaluation after it when ``eval_due``, and the final
@@ -43,8 +48,7 @@ def out_of_time(elapsed_s: float, limit_s: float, step_s: list[float], eval_s: f
     >>> out_of_time(100, 200, [90, 30, 50, 40], eval_s=30, eval_due=False)  # the 90 is four steps back
     False
     """
-    next_step = max(step_s[-3:], default=0.0)
-    return elapsed_s + next_step + (eval_s if eval_due else 0.0) + eval_s > limit_s
+    return elapsed_s + step_guess_s(step_s) + (eval_s if eval_due else 0.0) + eval_s > limit_s
 
 
 def steps_in_time(elapsed_s: float, limit_s: float, done: int, steps: int, step_s: list[float], eval_s: float,
@@ -64,6 +68,6 @@ def steps_in_time(elapsed_s: float, limit_s: float, done: int, steps: int, step_
     """
     if not step_s:
         return steps
-    per_step = max(step_s[-3:]) + (eval_s / eval_every if eval_every else 0.0)
+    per_step = step_guess_s(step_s) + (eval_s / eval_every if eval_every else 0.0)
     more = int((limit_s - elapsed_s - eval_s) // per_step) if per_step > 0 else steps
     return min(steps, max(done + 1, done + more))

@@ -131,25 +131,23 @@ def auto_micro_batch(model: Any, n: int, tokens: int, group_size: int = 1) -> in
     return max(G, rows // G * G)
 
 
-def used_columns(mask: Tensor) -> int:
-    """Columns up to the last one any row of ``mask`` [n, C] uses (0 when none).
+def row_widths(mask: Tensor) -> Tensor:
+    """Columns [N] up to and including each row's last real token of ``mask`` [N, C] (0 for an empty row).
 
-    >>> used_columns(torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0]]))
-    3
+    >>> row_widths(torch.tensor([[1, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]])).tolist()
+    [2, 3, 0]
     """
-    cols = mask.any(0).nonzero()
-    return int(cols[-1]) + 1 if len(cols) else 0
+    return (mask.bool() * torch.arange(1, mask.shape[1] + 1, device=mask.device)).amax(1)
 
 
 def length_order(mask: Tensor, group_size: int = 1) -> Tensor:
-    """Row order [N] that keeps groups of ``group_size`` rows whole and puts them by their longest row of
-    ``mask`` [N, C] (real tokens), shortest first (ties in their order), so that consecutive
+    """Row order [N] that keeps groups of ``group_size`` rows whole and puts them by their widest row of
+    ``mask`` [N, C] (:func:`row_widths`), shortest first (ties in their order), so that consecutive
     micro-batches hold similar lengths.
 
     >>> length_order(torch.tensor([[1, 1, 1], [1, 0, 0], [1, 0, 0], [1, 1, 0]]), group_size=2).tolist()
     [2, 3, 0, 1]
     """
     N, G = mask.shape[0], max(1, group_size)
-    last = (mask.bool() * torch.arange(1, mask.shape[1] + 1)).amax(1)  # [N] columns each row uses
-    groups = torch.argsort(last.view(-1, G).amax(1), stable=True)  # [N / G]
-    return (groups[:, None] * G + torch.arange(G)).reshape(N)
+    groups = torch.argsort(row_widths(mask).view(-1, G).amax(1), stable=True)  # [N / G]
+    return (groups[:, None] * G + torch.arange(G, device=mask.device)).reshape(N)
