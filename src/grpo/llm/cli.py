@@ -1,4 +1,4 @@
-"""``grpo llm train`` and ``grpo llm eval``. Heavy imports happen inside the handlers."""
+"""``grpo llm train`` and ``grpo llm eval`` (``chat``, ``sample`` and ``sft`` register themselves). Heavy imports happen inside the handlers."""
 
 from __future__ import annotations
 
@@ -40,10 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     add_config_option(ev)
     ev.set_defaults(func=_eval)
-    from grpo.llm import chat, sample
+    from grpo.llm import chat, sample, sft
 
     chat.register(llm_sub)
     sample.register(llm_sub)
+    sft.register(llm_sub)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
 Each reset seed draws a problem from a few templates with random numbers (drawn again until the
 answer is not negative); the model may call ``calculator(expression)`` any number of times (each
-call a tool turn), then answers in plain text.
+call a tool turn), then answers in plain text. :meth:`CalculatorEnv.expert` plays it as a scripted
+player would (one call, then the result), the demonstrations of ``grpo llm sft``.
 The episode ends at the first answer that is not a tool call: reward 1 when its final number (as
 the ``numeric`` reward reads it) equals the answer, else 0 (``info["correct"]``).
 """
@@ -10,6 +11,7 @@ the ``numeric`` reward reads it) equals the answer, else 0 (``info["correct"]``)
 from __future__ import annotations
 
 import ast
+import json
 import operator
 import random
 from typing import Any
@@ -19,18 +21,18 @@ from grpo.llm.data.rewards.answer import numeric_answer
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
         ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 
-# (text with {a} {b} {c}, answer from a, b, c); numbers drawn in 2..40
+# (text with {a} {b} {c}, the expression that answers it); numbers drawn in 2..40
 TEMPLATES = (
     ("A shop sells {a} apples in the morning and {b} in the afternoon, at {c} dollars each. How many dollars "
-     "does it take in?", lambda a, b, c: (a + b) * c),
+     "does it take in?", "({a} + {b}) * {c}"),
     ("A train has {a} cars with {b} seats each; {c} seats are empty. How many people are seated?",
-     lambda a, b, c: a * b - c),
+     "{a} * {b} - {c}"),
     ("Tom had {a} marbles, won {b} more, then gave {c} to each of his 2 sisters. How many are left?",
-     lambda a, b, c: a + b - 2 * c),
+     "{a} + {b} - 2 * {c}"),
     ("A farm has {a} hens laying {b} eggs a week each. Eggs go in boxes of {c}; how many full boxes a week?",
-     lambda a, b, c: (a * b) // c),
+     "{a} * {b} // {c}"),
     ("A class of {a} pupils and {c} teachers splits into teams of {b}. How many full teams can it make?",
-     lambda a, b, c: (a + c) // b),
+     "({a} + {c}) // {b}"),
 )
 
 
@@ -63,14 +65,16 @@ class CalculatorEnv:
 
     def __init__(self) -> None:
         self.answer: int | None = None
+        self.expression = ""  # the expression that answers the problem (the expert's call)
 
     def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[list[dict], dict]:
         rng = random.Random(seed)
-        text, answer = TEMPLATES[rng.randrange(len(TEMPLATES))]
+        text, expression = TEMPLATES[rng.randrange(len(TEMPLATES))]
         self.answer = -1
         while self.answer < 0:  # numbers drawn again until the story makes sense (no negative marbles or seats)
             a, b, c = (rng.randint(2, 40) for _ in range(3))
-            self.answer = answer(a, b, c)
+            self.expression = expression.format(a=a, b=b, c=c)
+            self.answer = int(calculator(self.expression))
         system = "Solve the problem. You may call the calculator tool. End with the final number as your answer."
         return [{"role": "system", "content": system},
                 {"role": "user", "content": text.format(a=a, b=b, c=c)}], {"answer": self.answer}
@@ -80,3 +84,11 @@ class CalculatorEnv:
         # is" and the like, else the last one), commas ignored
         correct = bool(numeric_answer([""], [assistant_message.get("content") or ""], answer=[self.answer])[0])
         return [], float(correct), True, False, {"correct": float(correct)}
+
+    def expert(self, messages: list[dict]) -> str:
+        """A scripted player's next message (``grpo llm sft`` learns from it): one calculator call with the
+        problem's expression, then the tool's result as the answer."""
+        if messages[-1]["role"] == "tool":
+            return f"The answer is {messages[-1]['content']}."
+        call = {"name": "calculator", "arguments": {"expression": self.expression}}
+        return f"<tool_call>{json.dumps(call)}</tool_call>"

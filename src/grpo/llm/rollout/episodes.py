@@ -132,7 +132,8 @@ class EpisodeRunner:
             raise EnvError(f"{where(self.name, seed)}: creating the environment raised {type(err).__name__}: {err}") \
                 from None
 
-    def _reset(self, seed: int) -> Episode:
+    def open_episode(self, seed: int) -> Episode:
+        """A new environment reset with ``seed``: the episode's opening messages and their tokens."""
         env = self._make(seed)
         try:
             out = env.reset(seed=seed)
@@ -154,7 +155,7 @@ class EpisodeRunner:
     def run(self, model: Any, seeds: list[int], group_size: int, step: int, first: int = 0) -> list[Episode]:
         """G episodes per seed (group-major), played to their end; ``first``: the place of the first of them
         in the step's global batch (a process's share starts there), which keys their sampling."""
-        eps = [self._reset(s) for s in seeds for _ in range(group_size)]
+        eps = [self.open_episode(s) for s in seeds for _ in range(group_size)]
         eos = set(eos_ids_of(self.tok, model))
         device = next(model.parameters()).device
         for turn in range(self.lim.max_turns):
@@ -171,14 +172,14 @@ class EpisodeRunner:
                                  self.lim.top_k, self.lim.greedy, keys)
             for row, (i, cap) in enumerate(zip(live, budget)):
                 n = min(int(roll.completion_mask[row].sum()), cap)
-                self._turn(eps[i], roll.completion_ids[row, :n].tolist(), turn, eos, cap < self.lim.max_new_tokens)
+                self.take_turn(eps[i], roll.completion_ids[row, :n].tolist(), turn, eos, cap < self.lim.max_new_tokens)
         for e in eps:
             if not e.done:
                 e.end("max_turns", truncated=True)
         return eps
 
-    def _turn(self, e: Episode, sampled: list[int], turn: int, eos: set[int], episode_cap: bool) -> None:
-        """Append the sampled tokens as sampled; the environment (or the tools) answer. ``episode_cap``:
+    def take_turn(self, e: Episode, sampled: list[int], turn: int, eos: set[int], episode_cap: bool) -> None:
+        """Append the sampled tokens (trained) as sampled; the environment (or the tools) answer. ``episode_cap``:
         the turn's token budget was what the episode had left."""
         e.add(sampled, trained=True, turn=turn)
         e.rewards.append(0.0)
