@@ -39,6 +39,11 @@ systems (``MultiTurnTrainer.evaluate``, sampled as in training).
         --seeds 0 1 --steps 4 --prompts 4 --group-size 4 --max-turns 3 --max-new-tokens 64 --out runs/bench-mt
     python benchmarks/llm/multiturn_vs_trl.py --smoke --out runs/bench-mt-smoke   # a tiny random model
 
+With ``--sft-episodes N`` both systems start from one warm-started model: ``grpo llm sft`` on N expert
+demonstrations of the environment (in the tool template above), run once in a process of its own
+before the runs (``--out``/sft/final); without it SmolLM2-135M-Instruct never calls the tool, and both
+returns are 0.
+
 writes ``results.jsonl`` (one line per run) and ``summary.json`` (medians, ratios) into --out and prints a
 markdown table.
 """
@@ -49,6 +54,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -209,14 +215,26 @@ def evaluate(args: argparse.Namespace, model, tok) -> dict[str, float]:
     return MultiTurnTrainer(cfg, model.eval(), tok).evaluate(args.eval_episodes)
 
 
+def warm_start(args: argparse.Namespace) -> None:
+    """``--sft-episodes``: ``grpo llm sft`` on the prepared model (its own process, before the runs), once."""
+    from grpo.llm.sft import SFTConfig, train_sft
+
+    if not (Path(args.out) / "sft" / "final").exists():
+        train_sft(SFTConfig(env=ENV, model=prepared_model(args), episodes=args.sft_episodes, lr=args.sft_lr,
+                            threads=args.threads, out=str(Path(args.out) / "sft")))
+
+
 def child(args: argparse.Namespace) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.system == "sft":
+        return warm_start(args)
     import torch
 
     from grpo.utils.runtime import peak_rss_mb
 
     torch.set_num_threads(args.threads)
-    args.model = prepared_model(args)
+    # the warm-started model keeps the tool template it was trained with (its tokenizer saved it)
+    args.model = str(Path(args.out) / "sft" / "final") if args.sft_episodes else prepared_model(args)
     load_start = os.getloadavg()[0]
     torch.manual_seed(args.seed)
     res, model, tok = RUNNERS[args.system](args)
@@ -276,13 +294,16 @@ def main() -> None:
     p.add_argument("--lr-schedule", default="constant", choices=["constant", "linear", "cosine"])
     p.add_argument("--eval-episodes", type=int, default=8, help="episodes played after training (0: none)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads for both systems")
+    p.add_argument("--sft-episodes", type=int, default=0, help="first a warm start for both: grpo llm sft on this "
+                   "many expert demonstrations of the env, in a process of its own (0: none; SmolLM2 then never calls the tool)")
+    p.add_argument("--sft-lr", type=float, default=3e-5, help="the warm start's learning rate")
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     p.add_argument("--smoke", action="store_true", help="a tiny random model with the named model's tokenizer, "
                    "and tiny sizes (steps 2, 2 prompts x G 2, 2 turns of 8 tokens): exercises the script")
     p.add_argument("--out", default="runs/bench-multiturn")
     p.add_argument("--report-only", action="store_true",
                    help="only rebuild summary.json and the table from --out's results.jsonl (a run stopped early)")
-    p.add_argument("--child", choices=list(SYSTEMS), dest="system", help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=[*SYSTEMS, "sft"], dest="system", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.smoke:
@@ -298,6 +319,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         return report(out, [json.loads(ln) for ln in open(out / "results.jsonl")])
+    if args.sft_episodes:  # not timed, not in any run's peak RSS
+        subprocess.run([sys.executable, __file__, "--child", "sft"] + passthrough, check=True)
     runs = []
     for i, seed in enumerate(args.seeds):  # alternate which system goes first, seed by seed
         for system in (args.systems if i % 2 == 0 else args.systems[::-1]):

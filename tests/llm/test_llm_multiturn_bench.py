@@ -58,6 +58,8 @@ import multiturn_vs_trl as bench
 calls = []
 def fake_run(cmd, **kw):
     calls.append(cmd)
+    if cmd[cmd.index("--child") + 1] == "sft":  # the warm start: no result line
+        return types.SimpleNamespace(stdout="", stderr="", returncode=0)
     system, seed = cmd[cmd.index("--child") + 1], int(cmd[cmd.index("--seed") + 1])
     ours = system == "ours"
     res = dict(system=system, seed=seed, seconds_per_step=10.0 if ours else 40.0, peak_rss_mb=1000.0 if ours else 4000.0,
@@ -66,7 +68,7 @@ def fake_run(cmd, **kw):
     return types.SimpleNamespace(stdout="RESULT " + json.dumps(res) + "\n", stderr="", returncode=0)
 
 subprocess.run = fake_run
-sys.argv = ["multiturn_vs_trl.py", "--seeds", "0", "1", "--steps", "3", "--max-turns", "2", "--out", {out!r}]
+sys.argv = ["multiturn_vs_trl.py", "--seeds", "0", "1", "--steps", "3", "--max-turns", "2", "--out", {out!r}] + {extra!r}
 bench.main()
 heavy = sorted(m for m in ("torch", "transformers", "trl") if m in sys.modules)
 print("CHECK " + json.dumps({{"heavy": heavy, "calls": calls}}))
@@ -74,7 +76,7 @@ print("CHECK " + json.dumps({{"heavy": heavy, "calls": calls}}))
 
 
 def test_launcher_alternates_systems_stays_light_and_reports_ratios(tmp_path):
-    code = LAUNCHER.format(bench=str(BENCH), out=str(tmp_path / "bench"))
+    code = LAUNCHER.format(bench=str(BENCH), out=str(tmp_path / "bench"), extra=[])
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     check = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("CHECK "))[6:])
@@ -86,6 +88,15 @@ def test_launcher_alternates_systems_stays_light_and_reports_ratios(tmp_path):
     assert "| peak RSS (MiB) | 1,000 | 4,000 | 0.25 |" in proc.stdout
     assert "| mean episode return over training steps | 0.250 | 0.125 |  |" in proc.stdout
     assert "| return (solve rate) of the evaluation episodes after | 0.500 | - |  |" in proc.stdout
+
+
+def test_a_warm_start_runs_once_in_its_own_process_before_the_runs(tmp_path):
+    code = LAUNCHER.format(bench=str(BENCH), out=str(tmp_path / "bench"), extra=["--sft-episodes", "4"])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    calls = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("CHECK "))[6:])["calls"]
+    assert [c[c.index("--child") + 1] for c in calls] == ["sft", "ours", "trl", "trl", "ours"]
+    assert all("--sft-episodes=4" in c for c in calls)  # each run then loads the warm-started model
 
 
 @pytest.mark.slow

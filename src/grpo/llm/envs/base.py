@@ -6,7 +6,8 @@ info)``. Messages are chat messages ``{"role": "system" | "user" | "tool", "cont
 assistant message is ``{"role": "assistant", "content": str}`` plus ``"tool_calls"`` when the model
 called tools. An optional attribute ``tools`` lists typed Python functions the model may call
 (:mod:`grpo.llm.envs.tools`); the rollout runs those calls itself, so ``step`` sees only the
-assistant's other turns. A group of GRPO is G episodes reset with the same seed.
+assistant's other turns. An optional ``expert(messages) -> str`` plays the assistant's next turn as a
+scripted player would: the demonstrations of ``grpo llm sft`` (:mod:`grpo.llm.rollout.demonstrations`). A group of GRPO is G episodes reset with the same seed.
 
 Whatever an environment returns is checked here; a bad value is an :class:`EnvError` naming the
 environment, the episode's seed and the turn (the trainer's ``env_failure`` policy decides what
