@@ -44,6 +44,7 @@ class SFTConfig:
     max_grad_norm: float = field(default=1.0, metadata=_help("gradient-norm clip"))
     max_turns: int = field(default=8, metadata=_help("assistant turns per demonstration at most"))
     seed: int = field(default=0, metadata=_help("seed of the demonstrations' reset seeds and of the order"))
+    device: str = field(default="auto", metadata=_help("auto (a GPU when there is one), cpu, cuda, cuda:1, mps"))
     threads: int | None = field(default=None, metadata=_help("torch CPU threads (default: torch's)"))
     out: str = field(default="runs/sft", metadata=_help("run folder; the model goes to OUT/final"))
     overwrite: bool = field(default=False, metadata=_help("replace this command's files in --out"))
@@ -103,7 +104,7 @@ def train_sft(cfg: SFTConfig, log: Callable[[str], None] = print) -> dict[str, A
     from grpo.llm.config import GRPOConfig
     from grpo.llm.envs.base import env_factory
     from grpo.llm.infra.checkpoint import save_model
-    from grpo.llm.modeling.models import context_length, load_model, load_tokenizer
+    from grpo.llm.modeling.models import context_length, load_model, load_tokenizer, pick_device
     from grpo.llm.rollout.demonstrations import expert_episodes, expert_of
     from grpo.llm.rollout.episodes import EpisodeRunner, Limits
     from grpo.llm.rollout.generation import eos_ids_of
@@ -119,11 +120,15 @@ def train_sft(cfg: SFTConfig, log: Callable[[str], None] = print) -> dict[str, A
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     name, make_env = env_factory(cfg.env)
-    if expert_of(make_env()) is None:  # before the model is loaded
+    probe = make_env()
+    has_expert = expert_of(probe) is not None
+    if callable(getattr(probe, "close", None)):
+        probe.close()
+    if not has_expert:  # said before the model is loaded
         raise ValueError(f"env {name!r} has no expert(messages) method, so it gives no demonstrations; add one "
                          "that returns the next assistant message as text")
     path = model_path(GRPOConfig(model=cfg.model), log)
-    model, tok = load_model(path), load_tokenizer(path)
+    model, tok = load_model(path, device=pick_device(cfg.device)), load_tokenizer(path)
     limits = Limits(cfg.max_turns, context_length(model) or DEFAULT_EPISODE_TOKENS, max_new_tokens=1)
     runner = EpisodeRunner(name, make_env, tok, limits, generate=None, seed=cfg.seed)
     eos = eos_ids_of(tok, model)[0]  # the end-of-turn token the model samples (<|im_end|> for ChatML)
@@ -153,10 +158,11 @@ def train_sft(cfg: SFTConfig, log: Callable[[str], None] = print) -> dict[str, A
                for _ in range(cfg.epochs) for perm in [torch.randperm(len(kept), generator=order).tolist()]
                for k in range(0, len(kept), cfg.batch_size)]
     losses: list[float] = []
+    device = next(model.parameters()).device
     start = time.perf_counter()
     with JsonlWriter(out / "sft_metrics.jsonl", mode="w") as metrics:
         for step, batch in enumerate(tqdm(batches, desc="grpo llm sft", unit="step")):
-            loss = sft_loss(model, *demonstration_batch(batch, tok.pad_token_id))
+            loss = sft_loss(model, *(t.to(device) for t in demonstration_batch(batch, tok.pad_token_id)))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
