@@ -27,6 +27,27 @@ def merging_tokenizer():
     return out
 
 
+def chat_tiny_folder(tmp_path, monkeypatch, module: str, source: str):
+    """The shipped tiny model copied with :data:`TEMPLATE` as its chat template, and ``source`` written as
+    ``module``.py on the import path (the caller pops ``module`` from ``sys.modules`` afterwards)."""
+    import shutil
+    import sys
+    import textwrap
+
+    from grpo.llm.modeling.models import load_tokenizer
+    from grpo.llm.modeling.tiny import SHIPPED
+
+    folder = tmp_path / "tiny-chat"
+    shutil.copytree(SHIPPED, folder)
+    tok = load_tokenizer(str(folder))
+    tok.chat_template = TEMPLATE
+    tok.save_pretrained(folder)
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop(module, None)
+    return folder
+
+
 def char_tokenizer():
     from grpo.llm.modeling.tiny import char_tokenizer as make
 

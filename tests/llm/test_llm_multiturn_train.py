@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import textwrap
 
 import pytest
 import torch
 
-from multiturn_helpers import TEMPLATE
+from multiturn_helpers import chat_tiny_folder
 
 ENV_MODULE = '''
 class AddEnv:
@@ -36,17 +34,7 @@ class AddEnv:
 @pytest.fixture
 def chat_tiny(tmp_path, monkeypatch):
     """The shipped tiny model with a chat template, and a module defining a toy env on the path."""
-    from grpo.llm.modeling.tiny import SHIPPED
-    from grpo.llm.modeling.models import load_tokenizer
-
-    folder = tmp_path / "tiny-chat"
-    shutil.copytree(SHIPPED, folder)
-    tok = load_tokenizer(str(folder))
-    tok.chat_template = TEMPLATE
-    tok.save_pretrained(folder)
-    (tmp_path / "toy_add_env.py").write_text(textwrap.dedent(ENV_MODULE))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield folder
+    yield chat_tiny_folder(tmp_path, monkeypatch, "toy_add_env", ENV_MODULE)
     sys.modules.pop("toy_add_env", None)
 
 

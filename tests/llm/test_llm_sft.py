@@ -4,7 +4,6 @@ the assistant's tokens only, a model that learns the expert's answer (and a cont
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,7 @@ import textwrap
 import pytest
 import torch
 
-from multiturn_helpers import TEMPLATE, FakeModel, char_tokenizer, chatml_tokenizer, scripted
+from multiturn_helpers import FakeModel, char_tokenizer, chat_tiny_folder, chatml_tokenizer, scripted
 
 WORD_ENV = '''
 class WordEnv:
@@ -113,18 +112,7 @@ def test_the_loss_is_the_mean_nll_of_the_trained_tokens_only(random_tiny, monkey
 @pytest.fixture
 def word_tiny(tmp_path, monkeypatch):
     """The shipped tiny model with a chat template, and the toy word env's module on the path."""
-    from grpo.llm.modeling.models import load_tokenizer
-    from grpo.llm.modeling.tiny import SHIPPED
-
-    folder = tmp_path / "tiny-chat"
-    shutil.copytree(SHIPPED, folder)
-    tok = load_tokenizer(str(folder))
-    tok.chat_template = TEMPLATE
-    tok.save_pretrained(folder)
-    (tmp_path / "word_env.py").write_text(textwrap.dedent(WORD_ENV))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("word_env", None)
-    yield folder
+    yield chat_tiny_folder(tmp_path, monkeypatch, "word_env", WORD_ENV)
     sys.modules.pop("word_env", None)
 
 
