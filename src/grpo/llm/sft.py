@@ -16,19 +16,17 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-
+from grpo.llm.config import _help
 from grpo.utils.runfolder import RunFiles
+
+if TYPE_CHECKING:  # torch is imported by the functions that use it: `grpo --help` does not load it
+    import torch
 
 DEMO_STEP = -2  # the demonstrations' reset seeds: group_seeds(seed, DEMO_STEP, n), apart from every training step's
 SFT_FILES = RunFiles(("sft_config.json", "demonstrations.jsonl", "sft_metrics.jsonl", "summary.json", "final"),
                      config="sft_config.json")
-
-
-def _help(text: str) -> dict:
-    return {"help": text}
 
 
 @dataclass
@@ -66,6 +64,8 @@ def demonstration_batch(episodes: list[Any], pad_id: int) -> tuple[torch.Tensor,
     >>> ids.tolist(), att.tolist(), trained.tolist()
     ([[5, 6, 7], [5, 8, 0]], [[1, 1, 1], [1, 1, 0]], [[False, True, True], [False, True, False]])
     """
+    import torch
+
     T = max(len(e.ids) for e in episodes)
     ids = torch.full((len(episodes), T), pad_id, dtype=torch.long)  # [n, T]
     att = torch.zeros((len(episodes), T), dtype=torch.long)  # [n, T]
@@ -98,6 +98,7 @@ def sft_loss(model: Any, ids: torch.Tensor, att: torch.Tensor, trained: torch.Te
 
 def train_sft(cfg: SFTConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Play ``cfg.episodes`` expert episodes, fit the model to their assistant tokens, save OUT/final."""
+    import torch
     from tqdm.auto import tqdm
 
     from grpo.llm.algorithms.multiturn import DEFAULT_EPISODE_TOKENS
@@ -121,12 +122,11 @@ def train_sft(cfg: SFTConfig, log: Callable[[str], None] = print) -> dict[str, A
     torch.manual_seed(cfg.seed)
     name, make_env = env_factory(cfg.env)
     probe = make_env()
-    has_expert = expert_of(probe) is not None
-    if callable(getattr(probe, "close", None)):
-        probe.close()
-    if not has_expert:  # said before the model is loaded
-        raise ValueError(f"env {name!r} has no expert(messages) method, so it gives no demonstrations; add one "
-                         "that returns the next assistant message as text")
+    try:
+        expert_of(probe, name)  # refused before the model is loaded
+    finally:
+        if callable(getattr(probe, "close", None)):
+            probe.close()
     path = model_path(GRPOConfig(model=cfg.model), log)
     model, tok = load_model(path, device=pick_device(cfg.device)), load_tokenizer(path)
     limits = Limits(cfg.max_turns, context_length(model) or DEFAULT_EPISODE_TOKENS, max_new_tokens=1)

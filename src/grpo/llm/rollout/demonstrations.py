@@ -10,16 +10,20 @@ a model would have sampled there, and a warm-started model meets in GRPO the lay
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from grpo.llm.envs.base import EnvError, where
 from grpo.llm.rollout.episodes import Episode, EpisodeRunner
 
 
-def expert_of(env: Any) -> Any:
-    """The environment's ``expert`` method (its own, or under gymnasium wrappers the inner env's), or None."""
+def expert_of(env: Any, env_name: str) -> Callable[[list[dict]], str]:
+    """The environment's ``expert`` method (its own, or under gymnasium wrappers the inner env's); a
+    ValueError naming ``env_name`` when it has none."""
     fn = getattr(env, "expert", None) or getattr(getattr(env, "unwrapped", None), "expert", None)
-    return fn if callable(fn) else None
+    if not callable(fn):
+        raise ValueError(f"env {env_name!r} has no expert(messages) method, so it gives no demonstrations; "
+                         "add one that returns the next assistant message as text")
+    return fn
 
 
 def expert_episodes(runner: EpisodeRunner, seeds: list[int], eos_id: int) -> list[Episode]:
@@ -28,10 +32,7 @@ def expert_episodes(runner: EpisodeRunner, seeds: list[int], eos_id: int) -> lis
     episodes = []
     for seed in seeds:
         e = runner.open_episode(seed)
-        expert = expert_of(e.env)
-        if expert is None:
-            raise ValueError(f"env {runner.name!r} has no expert(messages) method, so it gives no demonstrations; "
-                             "add one that returns the next assistant message as text")
+        expert = expert_of(e.env, runner.name)
         for turn in range(runner.lim.max_turns):
             try:
                 text = expert(list(e.messages))
