@@ -145,7 +145,7 @@ def test_sft_teaches_the_experts_answer_and_the_context_mask_does_not(word_tiny,
     assert solved == 1.0 if on == "assistant" else solved == 0.0
 
 
-def test_the_sft_command_writes_a_model_that_train_loads(word_tiny, tmp_path):
+def test_the_sft_command_writes_a_loadable_model_and_guards_its_folder(word_tiny, tmp_path):
     out = tmp_path / "sft"
     cmd = [sys.executable, "-m", "grpo", "llm", "sft", "--env", "word_env:WordEnv", "--model", str(word_tiny),
            "--episodes", "6", "--batch-size", "4", "--lr", "1e-3", "--threads", "1", "--out", str(out)]

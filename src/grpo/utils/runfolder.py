@@ -34,6 +34,9 @@ class RunFiles:
     names: tuple[str, ...]  # files and folders, e.g. "metrics.jsonl", "checkpoint"
     config: str  # the saved configuration: its presence marks a run that --resume can continue
     pattern: str = ""  # regex of numbered entries, matched against the whole name
+    # the config files of other commands whose runs share entry names (summary.json, final): a folder
+    # holding one is another command's run, which --overwrite must not delete
+    foreign: tuple[str, ...] = ()
 
     def owns(self, name: str) -> bool:
         aside = _ASIDE.fullmatch(name)
@@ -72,6 +75,10 @@ class RunFiles:
                 raise FileNotFoundError(f"--resume: {out} holds no {self.config}, so there is no run to "
                                         "continue; check --out, or drop --resume to start a run there")
         elif self.present(out):
+            other = next((name for name in self.foreign if (out / name).is_file()), None)
+            if other:
+                raise FileExistsError(f"{out} holds another command's run ({other}), whose files --overwrite would "
+                                      "delete with this command's; pick another --out")
             if not overwrite:
                 raise FileExistsError(f"{out} already holds a run; pass --resume to continue it or "
                                       "--overwrite to replace it")

@@ -25,7 +25,7 @@ from grpo.utils.trackers import TRACKER_FILES
 # What a run writes into --out; --overwrite deletes these and nothing else.
 RUN_FILES = RunFiles(("metrics.jsonl", "samples.jsonl", "run_config.json", "summary.json", "final", "final-merged",
                       "curves.png", *TRACKER_FILES),  # curves.png: an --env run's evaluation plot (cli)
-                     config="run_config.json", pattern=r"checkpoint-\d+")
+                     config="run_config.json", pattern=r"checkpoint-\d+", foreign=("sft_config.json",))
 
 
 def _atomic_dir(target: Path, fill: Any) -> None:
