@@ -40,21 +40,28 @@ def test_owns_the_temporary_names_the_atomic_writers_really_use(tmp_path):
     assert names[0] != "config.json" and all(FILES.owns(n) for n in names), names
 
 
-@pytest.mark.parametrize("writer, other", [("train", "sft"), ("sft", "train")])
-def test_overwrite_never_deletes_the_other_llm_commands_run(tmp_path, writer, other):
-    """grpo llm train and grpo llm sft both write summary.json and final: --overwrite of one in a folder
-    holding the other's run is refused and deletes nothing; the same folder without the other's config
-    (the control) is cleared of the shared names."""
-    from grpo.llm.infra.checkpoint import RUN_FILES
+COMMANDS = ("control", "llm", "sft")  # grpo train, grpo llm train, grpo llm sft
+
+
+def _run_files(command):
+    from grpo.control.train import RUN_FILES as CONTROL
+    from grpo.llm.infra.checkpoint import RUN_FILES as LLM
     from grpo.llm.sft import SFT_FILES
 
-    files = {"train": RUN_FILES, "sft": SFT_FILES}
-    for name in ("summary.json", files[other].config):
+    return {"control": CONTROL, "llm": LLM, "sft": SFT_FILES}[command]
+
+
+@pytest.mark.parametrize("writer, other", [(w, o) for w in COMMANDS for o in COMMANDS if w != o])
+def test_overwrite_never_deletes_another_commands_run(tmp_path, writer, other):
+    """The three commands all write summary.json (and share metrics.jsonl or final pairwise): --overwrite of
+    one in a folder holding another's run is refused and deletes nothing; the same folder without the
+    other's config (the control) is cleared of the shared name."""
+    mine, theirs = _run_files(writer), _run_files(other)
+    for name in ("summary.json", theirs.config):
         (tmp_path / name).write_text("{}")
-    (tmp_path / "final").mkdir()
     with pytest.raises(FileExistsError, match="another command's run"):
-        files[writer].prepare(tmp_path, resume=False, overwrite=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["summary.json", "final", files[other].config])
-    (tmp_path / files[other].config).unlink()
-    files[writer].prepare(tmp_path, resume=False, overwrite=True)
+        mine.prepare(tmp_path, resume=False, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["summary.json", theirs.config])
+    (tmp_path / theirs.config).unlink()
+    mine.prepare(tmp_path, resume=False, overwrite=True)
     assert list(tmp_path.iterdir()) == []

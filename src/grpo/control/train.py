@@ -87,8 +87,10 @@ def algo_config(algo: str, env_id: str, overrides: dict[str, Any] | None = None)
 
 
 # What a run writes into its folder (see the module docstring); nothing else there is touched.
+# summary.json and metrics.jsonl are also names of grpo llm train's runs (run_config.json) and summary.json
+# of grpo llm sft's (sft_config.json): --overwrite refuses a folder holding either.
 RUN_FILES = RunFiles(("config.json", "metrics.jsonl", "eval.jsonl", "summary.json", "checkpoint", *TRACKER_FILES),
-                     config="config.json")
+                     config="config.json", foreign=("run_config.json", "sft_config.json"))
 
 
 def train(algo: str, run: RunConfig, algo_cfg=None, out: str | Path = "runs/default",

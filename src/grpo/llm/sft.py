@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # torch is imported by the functions that use it: `grpo --hel
 
 DEMO_STEP = -2  # the demonstrations' reset seeds: group_seeds(seed, DEMO_STEP, n), apart from every training step's
 SFT_FILES = RunFiles(("sft_config.json", "demonstrations.jsonl", "sft_metrics.jsonl", "summary.json", "final"),
-                     config="sft_config.json", foreign=("run_config.json",))  # a grpo llm train run
+                     config="sft_config.json", foreign=("run_config.json", "config.json"))  # grpo llm train's, grpo train's
 
 
 @dataclass

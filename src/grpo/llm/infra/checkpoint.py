@@ -22,10 +22,11 @@ from grpo.utils.io import AtomicDir, read_json, torch_load, torch_save, write_js
 from grpo.utils.runfolder import RunFiles
 from grpo.utils.trackers import TRACKER_FILES
 
-# What a run writes into --out; --overwrite deletes these and nothing else.
+# What a run writes into --out; --overwrite deletes these and nothing else, and refuses a folder holding
+# grpo llm sft's run (sft_config.json) or grpo train's (config.json), which share summary.json and more.
 RUN_FILES = RunFiles(("metrics.jsonl", "samples.jsonl", "run_config.json", "summary.json", "final", "final-merged",
                       "curves.png", *TRACKER_FILES),  # curves.png: an --env run's evaluation plot (cli)
-                     config="run_config.json", pattern=r"checkpoint-\d+", foreign=("sft_config.json",))
+                     config="run_config.json", pattern=r"checkpoint-\d+", foreign=("sft_config.json", "config.json"))
 
 
 def _atomic_dir(target: Path, fill: Any) -> None:
