@@ -128,3 +128,33 @@ def test_aggregations_weigh_lengths_as_documented():
     assert aggregate(loss, mask, "sequence-mean").item() == pytest.approx(1.0)  # (4/4 + 1/1) / 2
     assert aggregate(loss, mask, "token-mean").item() == pytest.approx(1.0)  # 5 / 5
     assert aggregate(loss, mask, "constant", 4.0).item() == pytest.approx(5 / 8)  # 5 / (4 * 2)
+
+
+def test_micro_batches_that_split_groups_still_share_prompts(random_tiny):
+    """--micro-batch 6 with G = 4 cuts a group in two; each micro-batch's runs of gcd(4, 6) = 2 rows of one
+    prompt still encode it once (3 prompt rows for 6 sequences, then 1 for 2), and the gradient is the full
+    batch's. Sharing only whole groups of 4 would run those micro-batches as 6 and 2 plain sequences."""
+    model, tok = random_tiny
+    torch.manual_seed(0)
+    N, P, C, G = 8, 3, 5, 4
+    cmask = (torch.arange(C)[None] < torch.tensor([5, 1, 3, 5, 2, 4, 4, 3])[:, None]).long()
+    prompts = torch.randint(3, 90, (2, P)).repeat_interleave(G, 0)  # [N, P] two groups of 4
+    roll = Rollout(prompts, torch.ones(N, P, dtype=torch.long), torch.randint(3, 90, (N, C)) * cmask, cmask,
+                   torch.zeros(N, dtype=torch.bool), [""] * N)
+    adv = torch.randn(N, 1).expand(N, C)
+    grads, rows_seen = [], []
+    for micro in (None, 6):
+        m = type(model)(model.config)
+        m.load_state_dict(model.state_dict())
+        seen: list[tuple[int, int]] = []
+        m.register_forward_pre_hook(lambda _m, _a, kw: seen.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+        cfg = GRPOConfig(model="x", beta=0.0, micro_batch=micro, prompts_per_step=2, group_size=G,
+                         max_grad_norm=None, max_new_tokens=C)
+        tr = GRPOTrainer(cfg, m, tok, [{"prompt": "1+1=", "answer": "2"}], RewardSet.from_specs(["exact"]))
+        tr.opt = torch.optim.SGD(m.parameters(), lr=0.0)  # keep the weights, read the gradient
+        tr.update(roll, adv, cmask.float())
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]))
+        rows_seen.append([rows for rows, width in seen if width == P])  # the prompt passes' rows
+    assert rows_seen == [[2], [3, 1]]
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+    assert grads[0].abs().sum() > 0

@@ -33,6 +33,7 @@ Sampling and scoring are the rollout stage (:class:`grpo.llm.rollout.sampler.Sam
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -118,10 +119,13 @@ class GRPOTrainer:
         C = roll.completion_ids.shape[1]
         pm, cm = roll.prompt_mask[rows], roll.completion_mask[rows]  # [n, P], [n, C]
         p0, c1 = int(pm.any(0).int().argmax()), max(1, int(row_widths(cm).max()))
-        # Rows in whole groups share their prompt's encoding (checked inside; else a plain forward).
+        # Rows in runs of one prompt share its encoding (checked inside; else a plain forward). A micro-batch
+        # that is not whole groups (--micro-batch not a multiple of G) starts and ends on multiples of
+        # gcd(G, its rows) within a group, so runs of that many still share.
         logp, ent = completion_logprobs(model, roll.prompt_ids[rows][:, p0:], pm[:, p0:],
                                         roll.completion_ids[rows][:, :c1], cm[:, :c1], self.cfg.temperature,
-                                        group_size=self.cfg.group_size, **logprob_filter(self.cfg), **kw)
+                                        group_size=math.gcd(self.cfg.group_size, len(rows)),
+                                        **logprob_filter(self.cfg), **kw)
         return F.pad(logp, (0, C - c1)), None if ent is None else F.pad(ent, (0, C - c1))
 
     def _no_grad_logprobs(self, model: Any, roll: Rollout, with_entropy: bool = False) -> Tensor:
