@@ -1,4 +1,4 @@
-"""``grpo llm sft``: a supervised warm start on an environment's own demonstrations, before GRPO.
+"""``grpo llm sft``: a supervised warm start on an environment's own demonstrations (or your transcripts), before GRPO.
 
 GRPO can only reinforce what the model samples: a model that never writes a tool call (SmolLM2-135M-
 Instruct on ``calculator``) gets no gradient towards one. The field's answer is a short supervised
@@ -6,7 +6,9 @@ Instruct on ``calculator``) gets no gradient towards one. The field's answer is 
 its scripted ``expert`` (:mod:`grpo.llm.rollout.demonstrations`), laid out token for token as GRPO's
 rollout will lay out the model's own, and the loss is the mean negative log-likelihood of the
 assistant's tokens only (end-of-turn tokens included; the environment's and the tools' tokens are
-context). The result is a model folder for ``grpo llm train --model OUT/final``.
+context). The result is a model folder for ``grpo llm train --model OUT/final``. With ``--data FILE``
+the demonstrations are your own conversations instead, laid out the same way
+(:mod:`grpo.llm.rollout.transcripts`).
 """
 
 from __future__ import annotations
@@ -33,9 +35,12 @@ SFT_FILES = RunFiles(("sft_config.json", "demonstrations.jsonl", "sft_metrics.js
 class SFTConfig:
     env: str = field(default="calculator", metadata=_help("text environment with an expert(messages) method: a "
                                                           "built-in name, MODULE:CLASS or a gymnasium id"))
+    data: str | None = field(default=None, metadata=_help(
+        "a JSONL file of your own transcripts to learn instead of --env's expert: one {\"messages\": [...], "
+        "\"tools\": [JSON schemas, optional]} per line, OpenAI/TRL chat messages; every assistant message is trained on"))
     model: str | None = field(default=None, metadata=_help(
         "model folder, hub id, .gguf file or smollm2-135m-instruct (default: the built-in tiny model)"))
-    episodes: int = field(default=256, metadata=_help("demonstration episodes the expert plays"))
+    episodes: int = field(default=256, metadata=_help("demonstration episodes the expert plays (not with --data)"))
     epochs: int = field(default=1, metadata=_help("passes over the demonstrations"))
     batch_size: int = field(default=8, metadata=_help("episodes per optimizer step"))
     lr: float = field(default=1e-5, metadata=_help("AdamW learning rate (constant)"))
@@ -96,20 +101,59 @@ def sft_loss(model: Any, ids: torch.Tensor, att: torch.Tensor, trained: torch.Te
     return -logp.mean()
 
 
+def demonstration_source(cfg: SFTConfig) -> tuple[str, Callable[[Any, Any, int], list[Any]]]:
+    """What ``cfg`` learns from, named, and a function (model, tokenizer, end-of-turn id) -> its episodes:
+    ``cfg.data``'s transcripts, or ``cfg.episodes`` episodes of ``cfg.env`` played by its expert. A bad file
+    or an env without ``expert`` is refused here, before any model is loaded."""
+    if cfg.data:
+        from grpo.llm.rollout.transcripts import read_transcripts, transcript_episode
+
+        from grpo.llm.modeling.models import context_length
+
+        transcripts = read_transcripts(cfg.data)
+
+        def lay_out(model: Any, tok: Any, eos: int) -> list[Any]:
+            episodes, ctx = [transcript_episode(tok, m, t, eos) for m, t in transcripts], context_length(model)
+            long = next((n for n, e in enumerate(episodes, 1) if ctx and len(e.ids) > ctx), None)
+            if long:
+                raise ValueError(f"--data {cfg.data}: transcript {long} is {len(episodes[long - 1].ids)} tokens, "
+                                 f"longer than the model's context ({ctx}); shorten or drop it")
+            return episodes
+
+        return f"--data {cfg.data}", lay_out
+    from grpo.llm.algorithms.multiturn import DEFAULT_EPISODE_TOKENS
+    from grpo.llm.envs.base import env_factory
+    from grpo.llm.modeling.models import context_length
+    from grpo.llm.rollout.demonstrations import expert_episodes, expert_of
+    from grpo.llm.rollout.episodes import EpisodeRunner, Limits
+    from grpo.llm.rollout.seeding import group_seeds
+
+    name, make_env = env_factory(cfg.env)
+    probe = make_env()
+    try:
+        expert_of(probe, name)
+    finally:
+        if callable(getattr(probe, "close", None)):
+            probe.close()
+
+    def play(model: Any, tok: Any, eos: int) -> list[Any]:
+        limits = Limits(cfg.max_turns, context_length(model) or DEFAULT_EPISODE_TOKENS, max_new_tokens=1)
+        runner = EpisodeRunner(name, make_env, tok, limits, generate=None, seed=cfg.seed)
+        return expert_episodes(runner, group_seeds(cfg.seed, DEMO_STEP, cfg.episodes), eos)
+
+    return name, play
+
+
 def train_sft(cfg: SFTConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Play ``cfg.episodes`` expert episodes, fit the model to their assistant tokens, save OUT/final."""
+    """Play ``cfg.episodes`` expert episodes (or read ``cfg.data``'s transcripts), fit the model to their
+    assistant tokens, save OUT/final."""
     import torch
     from tqdm.auto import tqdm
 
-    from grpo.llm.algorithms.multiturn import DEFAULT_EPISODE_TOKENS
     from grpo.llm.config import GRPOConfig
-    from grpo.llm.envs.base import env_factory
     from grpo.llm.infra.checkpoint import save_model
-    from grpo.llm.modeling.models import context_length, load_model, load_tokenizer, pick_device
-    from grpo.llm.rollout.demonstrations import expert_episodes, expert_of
-    from grpo.llm.rollout.episodes import EpisodeRunner, Limits
+    from grpo.llm.modeling.models import load_model, load_tokenizer, pick_device
     from grpo.llm.rollout.generation import eos_ids_of
-    from grpo.llm.rollout.seeding import group_seeds
     from grpo.llm.run import model_path
     from grpo.utils.config import to_dict
     from grpo.utils.io import JsonlWriter, atomic_write, write_json
@@ -120,33 +164,27 @@ def train_sft(cfg: SFTConfig, log: Callable[[str], None] = print) -> dict[str, A
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    name, make_env = env_factory(cfg.env)
-    probe = make_env()
-    try:
-        expert_of(probe, name)  # refused before the model is loaded
-    finally:
-        if callable(getattr(probe, "close", None)):
-            probe.close()
+    name, demonstrations = demonstration_source(cfg)  # a bad file or an env without expert: refused here
     path = model_path(GRPOConfig(model=cfg.model), log)
     model, tok = load_model(path, device=pick_device(cfg.device)), load_tokenizer(path)
-    limits = Limits(cfg.max_turns, context_length(model) or DEFAULT_EPISODE_TOKENS, max_new_tokens=1)
-    runner = EpisodeRunner(name, make_env, tok, limits, generate=None, seed=cfg.seed)
-    eos = eos_ids_of(tok, model)[0]  # the end-of-turn token the model samples (<|im_end|> for ChatML)
-    episodes = expert_episodes(runner, group_seeds(cfg.seed, DEMO_STEP, cfg.episodes), eos)
+    episodes = demonstrations(model, tok, eos_ids_of(tok, model)[0])  # <|im_end|> ends a ChatML turn
     write_json(out / "sft_config.json", to_dict(cfg) | {"model_path": path})
 
     def write_demos(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             for e in episodes:
-                fh.write(json.dumps({"seed": e.seed, "return": e.ret, "stop": e.stop, "messages": e.messages,
-                                     "trained_text": tok.decode([t for t, k in zip(e.ids, e.trained) if k])}) + "\n")
+                played = {} if cfg.data else {"seed": e.seed, "return": e.ret, "stop": e.stop}
+                fh.write(json.dumps(played | {"messages": e.messages, "trained_text": tok.decode(
+                    [t for t, k in zip(e.ids, e.trained) if k])}) + "\n")
 
     atomic_write(out / "demonstrations.jsonl", write_demos)
     kept = [e for e in episodes if e.terminated]  # an expert episode cut by the limits teaches a cut-off
     trained_tokens = sum(sum(e.trained) for e in kept)
     demo_return = sum(e.ret for e in episodes) / len(episodes)
-    log(f"demonstrations: {len(episodes)} episodes of {name} by its expert, mean return {demo_return:.3f}; "
-        f"{len(kept)} that ended on their own are trained on ({trained_tokens:,} assistant tokens of "
+    source = f"{len(episodes)} transcripts of {name}" if cfg.data else (
+        f"{len(episodes)} episodes of {name} by its expert, mean return {demo_return:.3f}; {len(kept)} that ended "
+        "on their own")
+    log(f"demonstrations: {source} are trained on ({trained_tokens:,} assistant tokens of "
         f"{sum(len(e.ids) for e in kept):,})")
     if not kept:
         raise ValueError(f"env {name!r}: no expert episode ended within --max-turns {cfg.max_turns}; raise it")
@@ -183,7 +221,8 @@ def register(llm_sub: argparse._SubParsersAction) -> None:
     """``grpo llm sft``."""
     from grpo.utils.config import add_config_option, add_dataclass_args
 
-    p = llm_sub.add_parser("sft", help="supervised warm start on an environment's expert demonstrations")
+    p = llm_sub.add_parser("sft", help="supervised warm start on an environment's expert demonstrations "
+                           "or on your own transcripts (--data)")
     add_dataclass_args(p, SFTConfig)
     add_config_option(p)
     p.set_defaults(func=_run)
