@@ -167,11 +167,13 @@ def run_ours(args: argparse.Namespace) -> tuple[dict, object, object]:
     m = read_jsonl(Path(cfg.out) / "metrics.jsonl")
     res = {"step_seconds": [x["time/step_s"] for x in m], "return": [x["episode/return_mean"] for x in m],
            "tool_calls": [x["tools/calls_per_episode"] for x in m],
-           "sampled_tokens": [x["episode/sampled_tokens_mean"] for x in m]}
+           "sampled_tokens": [x["episode/sampled_tokens_mean"] for x in m], "kl": [x.get("kl/ref") for x in m]}
     return res, load_model(summary["final_model"]), load_tokenizer(summary["final_model"])
 
 
-def run_trl(args: argparse.Namespace) -> tuple[dict, object, object]:
+def trl_trainer(args: argparse.Namespace, reward=None):
+    """TRL's GRPOTrainer with the settings of ours (module docstring), a step timer among its callbacks;
+    ``reward(eos)`` builds the reward function (default :func:`trl_reward`). Returns (trainer, timer)."""
     import torch
     from datasets import Dataset
     from trl import GRPOTrainer
@@ -183,23 +185,29 @@ def run_trl(args: argparse.Namespace) -> tuple[dict, object, object]:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
-    tok = load_tokenizer(args.model)
     cfg = tiny.trl_config(args, per_device_train_batch_size=args.prompts * args.group_size,
                           num_generations=args.group_size, learning_rate=args.lr, logging_steps=1,
                           max_completion_length=args.max_turns * (args.max_new_tokens + TOOL_TOKENS),
                           generation_kwargs={"max_new_tokens": args.max_new_tokens},
                           max_tool_calling_iterations=args.max_turns - 1, shuffle_dataset=False)
     timer, eos = step_timer(), set()
-    trainer = GRPOTrainer(model=args.model, reward_funcs=[trl_reward(eos)], args=cfg, tools=list(CalculatorEnv.tools),
+    trainer = GRPOTrainer(model=args.model, reward_funcs=[(reward or trl_reward)(eos)], args=cfg,
+                          tools=list(CalculatorEnv.tools),
                           train_dataset=Dataset.from_list(trl_rows(args.seed, args.steps, args.prompts)),
-                          processing_class=tok, callbacks=[timer])
+                          processing_class=load_tokenizer(args.model), callbacks=[timer])
     eos.update(trainer.eos_token_ids)  # the ids TRL's generation stops at
+    return trainer, timer
+
+
+def run_trl(args: argparse.Namespace) -> tuple[dict, object, object]:
+    trainer, timer = trl_trainer(args)
     trainer.train()
     logs = [h for h in trainer.state.log_history if "reward" in h]
     res = {"step_seconds": timer.seconds, "return": [h["reward"] for h in logs],
            "tool_calls": [h.get("tools/call_frequency", 0.0) for h in logs],
-           "sampled_tokens": [h["completions/mean_length"] for h in logs]}
-    return res, trainer.model, tok
+           "sampled_tokens": [h["completions/mean_length"] for h in logs],
+           "kl": [h.get("kl") for h in logs]}
+    return res, trainer.model, trainer.processing_class
 
 
 RUNNERS = {"ours": run_ours, "trl": run_trl}
