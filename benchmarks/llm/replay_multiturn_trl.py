@@ -36,13 +36,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_trl as tiny  # noqa: E402  (the shared explicit settings)
 import multiturn_vs_trl as mt  # noqa: E402  (TRL's trainer as the benchmark builds it)
+from replay_trl import train_recording  # noqa: E402
 
 
 def capture_trl(args: argparse.Namespace) -> tuple[dict, dict, list[dict], list[list[float]], list[float], list[dict]]:
     """Run TRL for args.steps steps; return start and final weights, every batch its loss saw, each
     step's rewards (group order), each step's learning rate and TRL's logged kl, entropy and grad norm."""
-    import torch
-
     rewards: list[list[float]] = []
 
     def recorded(eos):
@@ -55,18 +54,7 @@ def capture_trl(args: argparse.Namespace) -> tuple[dict, dict, list[dict], list[
         return calculator_return
 
     trainer, _ = mt.trl_trainer(args, reward=recorded)
-    batches, rates = [], []
-    compute = trainer._compute_loss
-
-    def hooked(model, inputs):  # the batch exactly as TRL's loss sees it
-        batches.append({k: v.detach().clone() if torch.is_tensor(v) else v for k, v in inputs.items()})
-        rates.append(trainer.optimizer.param_groups[0]["lr"])
-        return compute(model, inputs)
-
-    trainer._compute_loss = hooked
-    start = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    trainer.train()
-    final = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    start, final, batches, rates = train_recording(trainer)
     logs = [{k: h.get(k) for k in ("kl", "entropy", "grad_norm", "reward")} for h in trainer.state.log_history
             if "reward" in h]
     return start, final, batches, rewards, rates, logs

