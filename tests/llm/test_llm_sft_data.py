@@ -99,6 +99,7 @@ def test_the_sft_command_learns_from_a_data_file(word_tiny, tmp_path):  # noqa: 
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["demonstrations"] == 4 and summary["trained_on"] == 4 and summary["steps"] == 2
+    assert summary["demonstration_return_mean"] is None  # no environment scored them
     rows = [json.loads(ln) for ln in (out / "demonstrations.jsonl").read_text().splitlines()]
     assert [r["trained_text"] for r in rows] == ["zebra<eos>"] * 4  # the end-of-turn token is trained too
     assert rows[0]["messages"][-1] == {"role": "assistant", "content": "zebra"} and "seed" not in rows[0]

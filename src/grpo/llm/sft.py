@@ -106,9 +106,8 @@ def demonstration_source(cfg: SFTConfig) -> tuple[str, Callable[[Any, Any, int],
     ``cfg.data``'s transcripts, or ``cfg.episodes`` episodes of ``cfg.env`` played by its expert. A bad file
     or an env without ``expert`` is refused here, before any model is loaded."""
     if cfg.data:
-        from grpo.llm.rollout.transcripts import read_transcripts, transcript_episode
-
         from grpo.llm.modeling.models import context_length
+        from grpo.llm.rollout.transcripts import read_transcripts, transcript_episode
 
         transcripts = read_transcripts(cfg.data)
 
@@ -180,7 +179,7 @@ def train_sft(cfg: SFTConfig, log: Callable[[str], None] = print) -> dict[str, A
     atomic_write(out / "demonstrations.jsonl", write_demos)
     kept = [e for e in episodes if e.terminated]  # an expert episode cut by the limits teaches a cut-off
     trained_tokens = sum(sum(e.trained) for e in kept)
-    demo_return = sum(e.ret for e in episodes) / len(episodes)
+    demo_return = None if cfg.data else sum(e.ret for e in episodes) / len(episodes)  # transcripts have none
     source = f"{len(episodes)} transcripts of {name}" if cfg.data else (
         f"{len(episodes)} episodes of {name} by its expert, mean return {demo_return:.3f}; {len(kept)} that ended "
         "on their own")
