@@ -162,12 +162,14 @@ def run_ours(args: argparse.Namespace) -> tuple[dict, object, object]:
 
     cfg = tiny.ours_config(args, env=ENV, prompts_per_step=args.prompts, group_size=args.group_size,
                            max_turns=args.max_turns, max_new_tokens=args.max_new_tokens, lr=args.lr,
-                           truncated="keep", env_advantage="outcome", env_eval_episodes=0, eval_every=0)
+                           truncated="keep", env_advantage="outcome", env_eval_episodes=0, eval_every=0,
+                           dynamic_sampling=args.ours_max_resample > 0, max_resample=args.ours_max_resample)
     summary = train(cfg, log=lambda _: None)
     m = read_jsonl(Path(cfg.out) / "metrics.jsonl")
     res = {"step_seconds": [x["time/step_s"] for x in m], "return": [x["episode/return_mean"] for x in m],
            "tool_calls": [x["tools/calls_per_episode"] for x in m],
-           "sampled_tokens": [x["episode/sampled_tokens_mean"] for x in m], "kl": [x.get("kl/ref") for x in m]}
+           "sampled_tokens": [x["episode/sampled_tokens_mean"] for x in m], "kl": [x.get("kl/ref") for x in m],
+           "zero_std_frac": [x.get("groups/zero_std_frac") for x in m], "rounds": [x.get("sampling/rounds") for x in m]}
     return res, load_model(summary["final_model"]), load_tokenizer(summary["final_model"])
 
 
@@ -305,6 +307,8 @@ def main() -> None:
     p.add_argument("--sft-episodes", type=int, default=0, help="first a warm start for both: grpo llm sft on this "
                    "many expert demonstrations of the env, in a process of its own (0: none; SmolLM2 then never calls the tool)")
     p.add_argument("--sft-lr", type=float, default=3e-5, help="the warm start's learning rate")
+    p.add_argument("--ours-max-resample", type=int, default=0, help="ours only (TRL has no such option): "
+                   "dynamic sampling with at most this many extra rounds a step (0: off, the comparison's setting)")
     p.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
     p.add_argument("--smoke", action="store_true", help="a tiny random model with the named model's tokenizer, "
                    "and tiny sizes (steps 2, 2 prompts x G 2, 2 turns of 8 tokens): exercises the script")

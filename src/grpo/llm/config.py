@@ -142,7 +142,8 @@ class GRPOConfig:
     reward_scale: str = field(default="group", metadata=_help(
         "divide centred rewards by the group std (paper), the batch std, or none (Dr. GRPO)", choices=REWARD_SCALE_NAMES))
     dynamic_sampling: bool = field(default=False, metadata=_help(
-        "DAPO: drop groups whose rewards are all equal and sample more prompts to refill the batch"))
+        "DAPO: drop groups whose rewards are all equal (--env: whose sampled tokens all have advantage 0) and "
+        "sample more prompts (--env: reset seeds) to refill the batch"))
     max_resample: int = field(default=3, metadata=_help("dynamic sampling: extra generation rounds per step at most"))
     mask_truncated: bool = field(default=False, metadata=_help(
         "completions that hit max_new_tokens without EOS get no loss (DAPO overlong filtering)"))

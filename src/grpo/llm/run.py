@@ -62,7 +62,7 @@ def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = p
         # of each process end at different turns, so their generation loops would not stay in step.
         given = {"--algo ppo": getattr(cfg, "algo", "grpo") == "ppo",
                  f"several processes under {rt.strategy} (DDP only)": rt.world_size > 1 and rt.strategy != DDP,
-                 "--generation vllm": cfg.generation == "vllm", "--dynamic-sampling": cfg.dynamic_sampling,
+                 "--generation vllm": cfg.generation == "vllm",
                  "--truncated-reward (episodes: --truncated)": cfg.truncated_reward is not None}
         if any(given.values()):
             raise ValueError(f"--env (multi-turn) does not support {', '.join(k for k, on in given.items() if on)} "

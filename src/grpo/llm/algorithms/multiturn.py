@@ -22,12 +22,13 @@ Where this departs from single-turn GRPO, and why:
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from grpo.core import discounted_returns, group_advantages, timestep_group_advantages
+from grpo.core import ZERO_STD, discounted_returns, group_advantages, timestep_group_advantages
 from grpo.llm.algorithms.grpo import GRPOTrainer
 from grpo.llm.config import GRPOConfig
 from grpo.llm.envs.base import env_factory
@@ -68,14 +69,50 @@ class MultiTurnTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ 0. episodes
     def collect(self, step: int) -> EpisodeBatch:
-        cfg = self.cfg
-        share = self.rt.shard(cfg.prompts_per_step)  # this process's groups of the step
-        seeds = group_seeds(cfg.seed, step, cfg.prompts_per_step)[share]  # [B_local] one reset seed per group
-        t0 = time.perf_counter()
-        with self.rt.generation(self.policy) as model:
-            # Sampling keyed by each episode's place in the step's global batch: the same episodes on any process.
-            eps = self.runner.run(model, seeds, cfg.group_size, step, first=share.start * cfg.group_size)
-        return episode_batch(eps, seeds, self.tok, cfg.truncated, cfg.truncated_penalty, time.perf_counter() - t0)
+        """The step's B groups of G episodes. With dynamic sampling (DAPO), groups in which no sampled token
+        has an advantage are dropped and groups of the next reset seeds played to refill the batch (at most
+        ``max_resample`` extra rounds); a step that finds none gets no trained token, so it takes no update."""
+        cfg, B, G = self.cfg, self.cfg.prompts_per_step, self.cfg.group_size
+        share = self.rt.shard(B)  # this process's groups of the step
+        rounds = 1 + cfg.max_resample if cfg.dynamic_sampling else 1
+        all_seeds = group_seeds(cfg.seed, step, B * rounds)  # round r resets with seeds [r B, (r + 1) B)
+        kept: list = []  # episodes of the groups kept, group-major
+        kept_seeds: list[int] = []
+        first, gen_s = None, 0.0
+        for round_ in range(rounds):
+            seeds = all_seeds[round_ * B:(round_ + 1) * B][share]  # [B_local] one reset seed per group
+            t0 = time.perf_counter()
+            with self.rt.generation(self.policy) as model:
+                # Sampling keyed by each episode's place in the step's global batch (round r after the first
+                # r rounds' episodes): the same episodes on any process.
+                eps = self.runner.run(model, seeds, G, step, first=(round_ * B + share.start) * G)
+            gen_s += time.perf_counter() - t0
+            b = episode_batch(eps, seeds, self.tok, cfg.truncated, cfg.truncated_penalty, gen_s)
+            if not cfg.dynamic_sampling:
+                return b
+            first = b if first is None else first
+            for g in self.groups_with_signal(b).nonzero().flatten().tolist():
+                kept += eps[g * G:(g + 1) * G]
+                kept_seeds.append(seeds[g])
+            if len(kept_seeds) >= B:
+                break
+        assert first is not None
+        if kept_seeds:
+            out = episode_batch(kept[:B * G], kept_seeds[:B], self.tok, cfg.truncated, cfg.truncated_penalty, gen_s)
+        else:  # nothing to learn from: the first round's episodes, none of them trained on
+            out = replace(first, loss_mask=torch.zeros_like(first.loss_mask), gen_seconds=gen_s)
+        ret = first.returns.view(-1, G)  # [B, G]
+        return replace(out, rounds=round_ + 1, zero_std_frac=float((ret.std(1) < ZERO_STD).float().mean()))
+
+    def groups_with_signal(self, b: EpisodeBatch) -> Tensor:
+        """[B] bool: groups in which some sampled token has a nonzero advantage (and, under
+        ``env_failure="drop"``, no episode failed)."""
+        G = self.cfg.group_size
+        signal = (self.advantages(b).cpu().abs() * b.loss_mask).sum(1)  # [N]
+        keep = signal.view(-1, G).sum(1) > 0  # [B]
+        if self.cfg.env_failure == "drop":
+            keep &= ~dropped_groups(b, G).view(-1, G)[:, 0]
+        return keep
 
     # ------------------------------------------------------------------ 1. advantages
     def advantages(self, b: EpisodeBatch) -> Tensor:
@@ -109,6 +146,8 @@ class MultiTurnTrainer(GRPOTrainer):
             self.ref.load_state_dict(self.rt.unwrap(self.policy).state_dict())
         step_s = time.perf_counter() - t0
         metrics.update(episode_metrics(b, cfg.group_size, self.rt))  # over every process's episodes
+        if cfg.dynamic_sampling:  # the first round's all-equal share (the trained batch's is 0 by construction)
+            metrics.update({"groups/zero_std_frac": b.zero_std_frac, "sampling/rounds": float(b.rounds)})
         step_s, gen_s = float(self.rt.max(step_s)), float(self.rt.max(b.gen_seconds))  # the slowest process
         metrics.update({"time/step_s": step_s, "time/generation_frac": gen_s / max(step_s, 1e-9)})
         return metrics, b

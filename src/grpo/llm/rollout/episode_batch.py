@@ -33,6 +33,8 @@ class EpisodeBatch:
     rewards: Tensor  # [N, K] per-turn rewards (the truncation penalty included), 0 past the end
     turn_mask: Tensor  # [N, K] true on turns that happened
     gen_seconds: float
+    rounds: int = 1  # generation rounds that filled it (dynamic sampling: 1 + the extra rounds)
+    zero_std_frac: float | None = None  # dynamic sampling: the first round's share of all-equal groups
 
     @property
     def returns(self) -> Tensor:  # [N]
