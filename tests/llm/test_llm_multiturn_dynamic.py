@@ -90,6 +90,6 @@ def test_a_step_without_any_signal_takes_no_update(random_tiny):
         m1, b1 = tr.step(step0 + 1)
         moved[dynamic] = max(float((p.detach() - q).abs().max()) for p, q in zip(tr.policy.parameters(), before))
         if dynamic:
-            assert m1["sampling/rounds"] == 2.0 and m1["groups/zero_std_frac"] == 1.0
+            assert m1["sampling/rounds"] == 2.0 and m1["groups/zero_std_frac"] == 1.0 and m1["groups/used"] == 0.0
             assert "loss/policy" not in m1 and float(b1.loss_mask.sum()) == 0.0
     assert moved[True] == 0.0 and moved[False] > 0.0

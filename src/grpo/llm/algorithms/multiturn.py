@@ -147,7 +147,8 @@ class MultiTurnTrainer(GRPOTrainer):
         step_s = time.perf_counter() - t0
         metrics.update(episode_metrics(b, cfg.group_size, self.rt))  # over every process's episodes
         if cfg.dynamic_sampling:  # the first round's all-equal share (the trained batch's is 0 by construction)
-            metrics.update({"groups/zero_std_frac": b.zero_std_frac, "sampling/rounds": float(b.rounds)})
+            metrics.update({"groups/zero_std_frac": b.zero_std_frac, "sampling/rounds": float(b.rounds),
+                            "groups/used": float(len(b.seeds)) if float(b.loss_mask.sum()) > 0 else 0.0})
         step_s, gen_s = float(self.rt.max(step_s)), float(self.rt.max(b.gen_seconds))  # the slowest process
         metrics.update({"time/step_s": step_s, "time/generation_frac": gen_s / max(step_s, 1e-9)})
         return metrics, b
