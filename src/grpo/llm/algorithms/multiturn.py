@@ -7,6 +7,8 @@ same seed, exactly as a classic-control group is G episodes from one reset seed.
                        of turn k compared across the group's episodes still alive at turn k: the
                        classic-control side's timestep mode, grpo.core.timestep_group_advantages)
                     -> the GRPO update of GRPOTrainer over the sampled tokens only
+    --dynamic-sampling: groups without any nonzero advantage are replaced by groups of the step's next
+    reset seeds (at most max_resample extra rounds); a step left with none takes no update.
 
 Where this departs from single-turn GRPO, and why:
 
