@@ -225,7 +225,7 @@ def test_multi_turn_on_two_ranks_gives_the_one_process_update():
 def test_multi_turn_runs_on_ddp_only():
     rt = Runtime(torch.device("cpu"))
     rt.world_size, rt.strategy = 2, "FSDP2"
-    with pytest.raises(ValueError, match="several processes under FSDP2 \\(DDP only\\)"):
+    with pytest.raises(ValueError, match="several processes under FSDP2 \\(DDP only: .*; launch with DDP\\)"):
         check_scale_out(GRPOConfig(env="guess-number"), rt)
     rt.strategy = "DDP"
     check_scale_out(GRPOConfig(env="guess-number"), rt)
@@ -234,7 +234,7 @@ def test_multi_turn_runs_on_ddp_only():
 
     fsdp = GRPOConfig(env="guess-number", num_processes=2, device="cpu", overwrite=True,
                       accelerate_config=str(REPO / "examples" / "accelerate" / "fsdp.yaml"))
-    with pytest.raises(ValueError, match="runs under DDP only, not the FSDP of .*fsdp.yaml"):
+    with pytest.raises(ValueError, match="several processes under FSDP2 \\(DDP only: .* drop --accelerate-config .*fsdp.yaml"):
         preflight(fsdp)
     preflight(GRPOConfig(env="guess-number", num_processes=2, device="cpu", overwrite=True,
                          accelerate_config=str(REPO / "examples" / "accelerate" / "ddp.yaml")))

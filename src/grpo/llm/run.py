@@ -60,8 +60,11 @@ def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = p
     if cfg.env:
         # Several processes: DDP only. Under FSDP and ZeRO-3 every forward pass is collective, and the episodes
         # of each process end at different turns, so their generation loops would not stay in step.
+        fix = f"drop --accelerate-config {cfg.accelerate_config}" if cfg.accelerate_config else "launch with DDP"
+        not_ddp = (f"several processes under {rt.strategy} (DDP only: each process's episodes end at different "
+                   f"turns, which collective forward passes (FSDP, ZeRO-3) cannot follow; {fix})")
         given = {"--algo ppo": getattr(cfg, "algo", "grpo") == "ppo",
-                 f"several processes under {rt.strategy} (DDP only)": rt.world_size > 1 and rt.strategy != DDP,
+                 not_ddp: rt.world_size > 1 and rt.strategy != DDP,
                  "--generation vllm": cfg.generation == "vllm",
                  "--truncated-reward (episodes: --truncated)": cfg.truncated_reward is not None}
         if any(given.values()):
@@ -106,10 +109,6 @@ def preflight(cfg: GRPOConfig) -> None:
 
     autocast_dtype(cfg.mixed_precision, pick_device(cfg.device))
     kind = check_launch_config(cfg.accelerate_config, pick_device(cfg.device).type)  # the file, read once
-    if cfg.env and kind in ("FSDP", "DEEPSPEED"):
-        raise ValueError(f"--env (multi-turn) on several processes runs under DDP only, not the "
-                         f"{kind} of {cfg.accelerate_config} (episodes end at different "
-                         "turns on each process, and FSDP/ZeRO-3 forward passes are collective): drop --accelerate-config")
     # The adapter options, vLLM's presence and every option the processes about to start cannot honour
     planned = Runtime(torch.device("cpu"))  # a stand-in for those processes: only their number and kind
     planned.world_size, planned.fsdp, planned.deepspeed = cfg.num_processes, kind == "FSDP", kind == "DEEPSPEED"
