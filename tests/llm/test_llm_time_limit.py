@@ -107,6 +107,22 @@ def test_a_decaying_schedule_ends_where_the_limit_stops_training(random_tiny, tm
     assert [round(r["train/lr"] / 1e-3, 6) for r in rows][:4] == [1.0, 0.95, 0.9, 0.85]
 
 
+@pytest.mark.parametrize("horizons, want", [
+    ((20, 3, 10, 10), [1.0, 0.666667, 0.666667, 0.666667]),  # the guess grew: the rate holds, never rises
+    ((20, 6, 6, 6), [1.0, 0.833333, 0.666667, 0.5]),  # negative control: a steady guess decays as scheduled
+])
+def test_a_decaying_rate_never_rises_when_the_limits_guess_grows(random_tiny, tmp_path, monkeypatch, horizons, want):
+    """Without the cap the first case would run at 1 - 2/10 = 0.8 and 1 - 3/10 = 0.7 after 0.667 (steps got
+    faster, so more of them fit): a rate stepping back up in a schedule meant to decay."""
+    import grpo.llm.run as run
+
+    guesses = iter(horizons)
+    monkeypatch.setattr(run, "steps_in_time", lambda *a, **k: next(guesses))
+    _, rows, _, _ = _run(random_tiny, tmp_path, monkeypatch, f"cap{horizons[-1]}", steps=4, time_limit=100.0,
+                         lr_schedule="linear", lr=1e-3)
+    assert [round(r["train/lr"] / 1e-3, 6) for r in rows] == want
+
+
 def test_without_a_limit_every_step_runs(random_tiny, tmp_path, monkeypatch):
     summary, rows, logged, _ = _run(random_tiny, tmp_path, monkeypatch, "unlimited", steps=5)
     assert summary["steps"] == 5 and [r["step"] for r in rows] == [0, 1, 2, 3, 4]

@@ -222,6 +222,10 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     t_train = time.perf_counter()
     bar = _progress(range(start, cfg.steps), cfg.progress and rt.is_main)  # one bar, one log
     done, step_s = start, []  # steps completed; seconds of each trainer step of this process (generation, update)
+    # Under --time-limit the schedule's horizon is re-guessed every step (and before a resumed run's first
+    # step nothing is known), so a decaying rate could rise again when steps get faster: past the warmup,
+    # the rate factor never exceeds the lowest one taken so far (kept in checkpoints for a resume).
+    lr_cap = float(state.get("lr_factor", 1.0)) if cfg.time_limit is not None else 1.0
     acc_at, env_at = None, None  # the latest in-loop evaluation's results
 
     def evaluates_after(step: int) -> bool:  # --eval-every's evaluation follows this step
@@ -243,7 +247,10 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
                     fit = steps_in_time(elapsed, limit_s, done, cfg.steps, step_s, last_eval_s, cfg.eval_every)
                     horizon = int(-float(rt.max(-float(fit))))  # the slowest process's guess, the same for all
             t_step = time.perf_counter()
-            lr = set_learning_rates(trainer.opt, base_lrs, lr_factor(cfg.lr_schedule, step, horizon, cfg.warmup_steps))
+            factor = lr_factor(cfg.lr_schedule, step, horizon, cfg.warmup_steps)
+            if step >= cfg.warmup_steps:
+                factor = lr_cap = min(factor, lr_cap)
+            lr = set_learning_rates(trainer.opt, base_lrs, factor)
             with rt.autocast():
                 metrics, groups = trainer.step(step)
             step_s.append(time.perf_counter() - t_step)
@@ -265,7 +272,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
                 whole, opt_state = rt.savable(policy), rt.optimizer_state(policy, trainer.opt)
                 if rt.is_main:
                     save_checkpoint(out, step + 1, whole, tok, opt_state,
-                                    {"accuracy_before": before, "env_eval_before": env_before},
+                                    {"accuracy_before": before, "env_eval_before": env_before, "lr_factor": lr_cap},
                                     keep_ref, cfg.keep_checkpoints, trainer.checkpoint_modules())
             done = step + 1
         if done > start and not logs_at(done - 1):  # the time limit ended training on a skipped step: log it
