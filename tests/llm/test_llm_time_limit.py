@@ -123,6 +123,25 @@ def test_a_decaying_rate_never_rises_when_the_limits_guess_grows(random_tiny, tm
     assert [round(r["train/lr"] / 1e-3, 6) for r in rows] == want
 
 
+@pytest.mark.parametrize("keep_cap, want", [(True, [0.666667, 0.666667]), (False, [0.8, 0.7])])
+def test_a_resumed_run_keeps_the_rates_cap(random_tiny, tmp_path, monkeypatch, keep_cap, want):
+    """Checkpointed after steps 0-1 at rate factors 1 and 2/3; the resumed run's guesses (10 steps) would
+    give 0.8 and 0.7. Negative control: the checkpoint without its cap (as saved before it existed)."""
+    import grpo.llm.run as run
+
+    guesses = iter((20, 3, 10, 10))
+    monkeypatch.setattr(run, "steps_in_time", lambda *a, **k: next(guesses))
+    opts = dict(time_limit=100.0, lr_schedule="linear", lr=1e-3, save_every=2)
+    _run(random_tiny, tmp_path, monkeypatch, "resumed", steps=2, **opts)
+    state = tmp_path / "resumed" / "checkpoint-000002" / "trainer_state.json"
+    saved = json.loads(state.read_text())
+    assert saved["lr_factor"] == pytest.approx(2 / 3)
+    if not keep_cap:
+        state.write_text(json.dumps({k: v for k, v in saved.items() if k != "lr_factor"}))
+    _, rows, _, _ = _run(random_tiny, tmp_path, monkeypatch, "resumed", steps=4, resume=True, **opts)
+    assert [round(r["train/lr"] / 1e-3, 6) for r in rows if r["step"] >= 2] == want
+
+
 def test_without_a_limit_every_step_runs(random_tiny, tmp_path, monkeypatch):
     summary, rows, logged, _ = _run(random_tiny, tmp_path, monkeypatch, "unlimited", steps=5)
     assert summary["steps"] == 5 and [r["step"] for r in rows] == [0, 1, 2, 3, 4]
