@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 
 from grpo.llm.algorithms.multiturn import MultiTurnTrainer
@@ -93,3 +94,61 @@ def test_a_step_without_any_signal_takes_no_update(random_tiny):
             assert m1["sampling/rounds"] == 2.0 and m1["groups/zero_std_frac"] == 1.0 and m1["groups/used"] == 0.0
             assert "loss/policy" not in m1 and float(b1.loss_mask.sum()) == 0.0
     assert moved[True] == 0.0 and moved[False] > 0.0
+
+
+class KeyedAnswer:
+    """One turn: reward 1 for the answer "a" on an even reset seed; every other episode scores 0."""
+
+    def reset(self, seed=None, options=None):
+        self.seed = seed
+        return [{"role": "user", "content": "go"}], {}
+
+    def step(self, message):
+        return [], float(self.seed % 2 == 0 and message["content"] == "a"), True, False, {}
+
+
+def keyed_engine(tok):
+    """Answers "a" or "b" by the parity of each episode's sampling key: the same episode gets the same answer
+    on whichever process plays it, and about half the groups of an even seed have spread."""
+    from grpo.llm.rollout.generation import eos_ids_of, finish_rollout
+
+    def generate(model, tokenizer, ids, mask, G, max_new, temperature, top_p, top_k, greedy, keys):
+        comp = torch.tensor([[tok.convert_tokens_to_ids("a" if int(k) % 2 else "b"), tok.eos_token_id] for k in keys])
+        return finish_rollout(tokenizer, ids, mask, comp, eos_ids_of(tokenizer, model), 1)
+
+    return generate
+
+
+def test_two_ranks_keep_the_one_process_groups_and_update(random_tiny):
+    """Rounds are the step's: each rank plays its share of every round, the groups kept are the first B with a
+    signal in global order, a rank that keeps none joins the update with no trained token (a stand-in)."""
+    from test_llm_distributed import _in_two_thread_ranks
+
+    base, tok = random_tiny
+    tok.chat_template = TEMPLATE
+    cfg = GRPOConfig(model="x", env="keyed", prompts_per_step=4, group_size=2, max_turns=1, max_new_tokens=3,
+                     dynamic_sampling=True, max_resample=3, beta=0.04, seed=0)  # seed 0: rank 0 a stand-in twice
+
+    def make(runtime=None):
+        policy = copy.deepcopy(base)
+        # SGD: the weights move by the gradient itself (Adam would magnify float noise on near-zero gradients).
+        return MultiTurnTrainer(cfg, policy, tok, copy.deepcopy(base).eval(), torch.optim.SGD(policy.parameters(), lr=0.5),
+                                runtime=runtime, make_env=KeyedAnswer, generate=keyed_engine(tok))
+
+    steps = 3
+    one = make()
+    one_out = [one.step(step) for step in range(steps)]
+    ranks, metrics, batches = _in_two_thread_ranks(make, steps)
+    stand_ins = 0
+    for step, (m, b) in enumerate(one_out):
+        parts = [batches[r][step] for r in (0, 1)]
+        stand_ins += sum(p.stand_in for p in parts)
+        split = sorted((e.seed, e.ids) for p in parts if not p.stand_in for e in p.episodes)
+        assert sorted((e.seed, e.ids) for e in b.episodes) == split  # the same groups kept, split between ranks
+        for key in ("sampling/rounds", "groups/used", "groups/zero_std_frac", "episode/return_mean", "kl/ref"):
+            assert metrics[step].get(key) == pytest.approx(m.get(key), rel=1e-4, abs=1e-6), key
+    assert max(m["sampling/rounds"] for m, _ in one_out) > 1 and stand_ins >= 1  # both paths exercised
+    for p1, p0, p in zip(ranks[1].policy.parameters(), ranks[0].policy.parameters(), one.policy.parameters()):
+        assert torch.equal(p0, p1)  # replicas identical
+        torch.testing.assert_close(p0, p, atol=1e-6, rtol=1e-5)  # = the one-process run
+    assert any(float((p.detach() - q.detach()).abs().max()) > 0 for p, q in zip(one.policy.parameters(), base.parameters()))

@@ -82,8 +82,9 @@ def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = p
                    "is not reduced over processes)") if given["several processes"] else ""
             raise ValueError(f"--algo ppo does not support {', '.join(k for k, on in given.items() if on)} yet{why}; "
                              "GRPO does; see docs/scale-out.md")
-    if rt.world_size > 1 and cfg.dynamic_sampling:
-        raise ValueError("dynamic_sampling runs in one process for now (resampling rounds would differ per process)")
+    if rt.world_size > 1 and cfg.dynamic_sampling and not cfg.env:
+        raise ValueError("dynamic_sampling runs in one process for now, except with --env (the rounds of "
+                         "single-turn prompts would differ per process)")
     if getattr(rt, "deepspeed", False) and cfg.micro_batch:
         raise ValueError("DeepSpeed runs one backward per step here: leave micro_batch unset "
                          "(use --gradient-checkpointing or ZeRO offload to save memory)")

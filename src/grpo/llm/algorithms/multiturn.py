@@ -73,18 +73,20 @@ class MultiTurnTrainer(GRPOTrainer):
     def collect(self, step: int) -> EpisodeBatch:
         """The step's B groups of G episodes. With dynamic sampling (DAPO), groups in which no sampled token
         has an advantage are dropped and groups of the next reset seeds played to refill the batch (at most
-        ``max_resample`` extra rounds); a step that finds none gets no trained token, so it takes no update."""
-        cfg, B, G = self.cfg, self.cfg.prompts_per_step, self.cfg.group_size
-        share = self.rt.shard(B)  # this process's groups of the step
+        ``max_resample`` extra rounds); a step that finds none gets no trained token, so it takes no update.
+        On several processes the rounds are the step's, not each process's: every process plays its share of
+        each round, and the groups kept are the first B with a signal in (round, global place) order."""
+        cfg, rt, B, G = self.cfg, self.rt, self.cfg.prompts_per_step, self.cfg.group_size
+        share = rt.shard(B)  # this process's groups of each round
         rounds = 1 + cfg.max_resample if cfg.dynamic_sampling else 1
         all_seeds = group_seeds(cfg.seed, step, B * rounds)  # round r resets with seeds [r B, (r + 1) B)
-        kept: list = []  # episodes of the groups kept, group-major
+        kept: list = []  # this process's episodes of the groups kept, group-major
         kept_seeds: list[int] = []
-        first, gen_s = None, 0.0
+        first, gen_s, found = None, 0.0, 0  # found: groups with a signal so far, over every process
         for round_ in range(rounds):
             seeds = all_seeds[round_ * B:(round_ + 1) * B][share]  # [B_local] one reset seed per group
             t0 = time.perf_counter()
-            with self.rt.generation(self.policy) as model:
+            with rt.generation(self.policy) as model:
                 # Sampling keyed by each episode's place in the step's global batch (round r after the first
                 # r rounds' episodes): the same episodes on any process.
                 eps = self.runner.run(model, seeds, G, step, first=(round_ * B + share.start) * G)
@@ -93,18 +95,24 @@ class MultiTurnTrainer(GRPOTrainer):
             if not cfg.dynamic_sampling:
                 return b
             first = b if first is None else first
-            for g in self.groups_with_signal(b).nonzero().flatten().tolist():
-                kept += eps[g * G:(g + 1) * G]
-                kept_seeds.append(seeds[g])
-            if len(kept_seeds) >= B:
+            signal = self.groups_with_signal(b)  # [B_local]
+            flags = rt.cat(signal.float())  # [B] every process's, in global order
+            place = found + flags.cumsum(0).long() - 1  # [B] each flagged group's place among the step's kept
+            for g in signal.nonzero().flatten().tolist():
+                if place[share.start + g] < B:
+                    kept += eps[g * G:(g + 1) * G]
+                    kept_seeds.append(seeds[g])
+            found += int(flags.sum())
+            if found >= B:
                 break
         assert first is not None
         if kept_seeds:
-            out = episode_batch(kept[:B * G], kept_seeds[:B], self.tok, cfg.truncated, cfg.truncated_penalty, gen_s)
-        else:  # nothing to learn from: the first round's episodes, none of them trained on
-            out = replace(first, loss_mask=torch.zeros_like(first.loss_mask), gen_seconds=gen_s)
-        ret = first.returns.view(-1, G)  # [B, G]
-        return replace(out, rounds=round_ + 1, zero_std_frac=float((ret.std(1) < ZERO_STD).float().mean()))
+            out = episode_batch(kept, kept_seeds, self.tok, cfg.truncated, cfg.truncated_penalty, gen_s)
+        else:  # nothing to learn from here: the first round's episodes, none of them trained on; when other
+            # processes kept groups, they stand in only so that this process joins the update's collectives
+            out = replace(first, loss_mask=torch.zeros_like(first.loss_mask), gen_seconds=gen_s, stand_in=found > 0)
+        all_equal = rt.cat((first.returns.view(-1, G).std(1) < ZERO_STD).float())  # [B] the first round's
+        return replace(out, rounds=round_ + 1, zero_std_frac=float(all_equal.mean()))
 
     def groups_with_signal(self, b: EpisodeBatch) -> Tensor:
         """[B] bool: groups in which some sampled token has a nonzero advantage (and, under
@@ -149,14 +157,15 @@ class MultiTurnTrainer(GRPOTrainer):
         step_s = time.perf_counter() - t0
         metrics.update(episode_metrics(b, cfg.group_size, self.rt))  # over every process's episodes
         if cfg.dynamic_sampling:  # the first round's all-equal share (the trained batch's is 0 by construction)
+            trained = len(b.seeds) if float(b.loss_mask.sum()) > 0 else 0
             metrics.update({"groups/zero_std_frac": b.zero_std_frac, "sampling/rounds": float(b.rounds),
-                            "groups/used": float(len(b.seeds)) if float(b.loss_mask.sum()) > 0 else 0.0})
+                            "groups/used": float(self.rt.sum(float(trained)))})
         step_s, gen_s = float(self.rt.max(step_s)), float(self.rt.max(b.gen_seconds))  # the slowest process
         metrics.update({"time/step_s": step_s, "time/generation_frac": gen_s / max(step_s, 1e-9)})
         return metrics, b
 
     def sample_records(self, b: EpisodeBatch, step: int, limit: int) -> list[dict[str, Any]]:
-        return episode_records(b, self.tok, step, limit)
+        return [] if b.stand_in else episode_records(b, self.tok, step, limit)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, episodes: int) -> dict[str, float]:

@@ -35,6 +35,7 @@ class EpisodeBatch:
     gen_seconds: float
     rounds: int = 1  # generation rounds that filled it (dynamic sampling: 1 + the extra rounds)
     zero_std_frac: float | None = None  # dynamic sampling: the first round's share of all-equal groups
+    stand_in: bool = False  # dynamic sampling on several processes: kept nothing here, only joins the update
 
     @property
     def returns(self) -> Tensor:  # [N]
@@ -86,10 +87,11 @@ def dropped_groups(b: EpisodeBatch, G: int) -> Tensor:
 
 
 def episode_stats(b: EpisodeBatch) -> dict[str, list]:
-    """Each episode's figures as plain lists (picklable: gathered over processes), group-major."""
-    eps = b.episodes
-    sampled = b.loss_mask.sum(1).tolist()  # [N]
-    return {"return": b.returns.tolist(), "turns": [e.turns for e in eps], "tokens": [len(e.ids) for e in eps],
+    """Each episode's figures as plain lists (picklable: gathered over processes), group-major; none for
+    a stand-in batch (its episodes are not the step's)."""
+    eps = [] if b.stand_in else b.episodes
+    sampled = b.loss_mask.sum(1).tolist()[:len(eps)]  # [N]
+    return {"return": b.returns.tolist()[:len(eps)], "turns": [e.turns for e in eps], "tokens": [len(e.ids) for e in eps],
             "sampled_tokens": sampled, "truncated": [e.truncated for e in eps],
             "terminated": [e.terminated for e in eps], "failed": [e.failed is not None for e in eps],
             "tool_calls": [e.tool_calls for e in eps], "tool_errors": [e.tool_errors for e in eps],
