@@ -67,7 +67,8 @@ def test_shard_keeps_whole_prompts_and_says_what_to_change():
 
 @pytest.mark.parametrize("options, message", [
     ({"env": "guess-number", "truncated_reward": 0.0}, "--env .multi-turn. does not support --truncated-reward"),
-    ({"dynamic_sampling": True}, "one process"),
+    ({"dynamic_sampling": True, "accelerate_config": "examples/accelerate/fsdp.yaml"},
+     "--dynamic-sampling on several processes runs under DDP only, not FSDP2 .*; drop --accelerate-config"),
 ])
 def test_several_processes_are_refused_once_before_they_start(tmp_path, options, message):
     """What the processes would each refuse is refused by the launching command, before any starts."""
@@ -76,15 +77,18 @@ def test_several_processes_are_refused_once_before_they_start(tmp_path, options,
     with pytest.raises(ValueError, match=message):
         preflight(GRPOConfig(num_processes=2, out=str(tmp_path / "run"), **options))
     preflight(GRPOConfig(num_processes=2, out=str(tmp_path / "run")))  # negative control: nothing to refuse
-    # --env episodes keep the step's rounds over every process: dynamic sampling is not refused there
+    # the step's rounds are every process's (prompts and --env episodes alike): dynamic sampling runs under DDP
+    preflight(GRPOConfig(num_processes=2, dynamic_sampling=True, out=str(tmp_path / "run")))
     preflight(GRPOConfig(num_processes=2, env="guess-number", dynamic_sampling=True, out=str(tmp_path / "run")))
 
 
 def test_unsupported_combinations_are_refused():
     rt = Runtime(torch.device("cpu"))
-    rt.world_size = 2
-    with pytest.raises(ValueError, match="one process"):
+    rt.world_size, rt.strategy = 2, "FSDP2"
+    with pytest.raises(ValueError, match="under DDP only, not FSDP2 .*; launch with DDP"):
         check_scale_out(GRPOConfig(dynamic_sampling=True), rt)
+    rt.strategy = "DDP"
+    check_scale_out(GRPOConfig(dynamic_sampling=True), rt)  # control: DDP keeps every process's groups in step
     from grpo.llm.ppo_config import PPOConfig
 
     with pytest.raises(ValueError, match="several processes.*value model and optimizer are not wrapped"):

@@ -95,15 +95,21 @@ class GRPOTrainer:
         """[N, C]: outcome advantages on every token, plus process advantages if any."""
         G, roll = self.cfg.group_size, g.rollout
         N, C = roll.completion_ids.shape
-        B = len(g.rows)
+        B = 0 if g.stand_in else len(g.rows)  # a stand-in's groups are left out of every statistic
         # Over the global batch (batch statistics need every process's rewards); this process's groups kept.
+        # Processes may hold different numbers of groups (dynamic sampling): this one's start at the sum of
+        # the counts of the processes before it.
         rt = self.rt
-        scores = rt.cat(g.scored.total.view(-1, G))  # [B_global, G]
-        baseline = rt.cat(self.sampler.greedy_rewards(g.rows)) if needs_baseline(self.estimator) else None  # [B_global]
-        inp = AdvantageInputs(self.cfg.reward_scale, lengths=rt.cat(roll.lengths.view(-1, G).float().cpu()),
-                              columns=rt.cat(g.scored.per_fn.view(-1, G, g.scored.per_fn.shape[-1])),
+        start = int(rt.cat(torch.tensor([B]))[:rt.rank].sum()) if rt.world_size > 1 else 0
+        scores = rt.cat(g.scored.total[:B * G].view(-1, G))  # [B_global, G]
+        baseline = rt.cat(self.sampler.greedy_rewards(g.rows[:B]) if B else torch.zeros(0)) \
+            if needs_baseline(self.estimator) else None  # [B_global]
+        inp = AdvantageInputs(self.cfg.reward_scale, lengths=rt.cat(roll.lengths[:B * G].view(-1, G).float().cpu()),
+                              columns=rt.cat(g.scored.per_fn[:B * G].view(-1, G, g.scored.per_fn.shape[-1])),
                               weights=self.reward_weights, baseline=baseline)
-        adv = outcome_advantages(self.cfg.advantage_estimator, scores, inp)[rt.rank * B:(rt.rank + 1) * B]  # [B, G]
+        if g.stand_in:  # after the collectives above, which every process joins
+            return torch.zeros(N, C, device=self.device)  # nothing of it is trained (its loss mask is 0)
+        adv = outcome_advantages(self.cfg.advantage_estimator, scores, inp)[start:start + B]  # [B, G]
         adv = adv.reshape(N, 1).expand(N, C).to(self.device)  # [N, C]
         if g.scored.steps is not None:
             r, ends, mask = step_token_ends(self.tok, roll.completion_ids.cpu(), g.scored.steps, G)  # [B, G, S]
@@ -234,7 +240,7 @@ class GRPOTrainer:
         metrics: dict[str, float] = {}
         if len(g.rows):
             adv = self.advantages(g)  # [N, C]
-            loss_mask = roll.completion_mask.to(adv.dtype)  # [N, C]
+            loss_mask = roll.completion_mask.to(adv.dtype) * (not g.stand_in)  # [N, C]
             if cfg.mask_truncated:
                 loss_mask = loss_mask * (~roll.truncated).to(adv.dtype)[:, None]
             if g.scored.failed is not None:  # reward failure policy "drop": the whole group leaves the update

@@ -27,6 +27,9 @@ class Batch:
     zero_std_frac: float  # share of groups (before dropping) whose rewards were all equal
     gen_seconds: float
     rounds: int = 1  # generation rounds that filled it (dynamic sampling: 1 + the extra rounds)
+    # Dynamic sampling on several processes: this process kept no group and holds the first round's only
+    # so that it joins the update's collectives; none of its samples is trained on, counted or logged.
+    stand_in: bool = False
 
     def select(self, groups: Tensor, seq: Tensor) -> Batch:
         """Groups ``groups`` [b] and their sequences ``seq`` [b * G]."""
@@ -36,7 +39,7 @@ class Batch:
             ScoredBatch(s.per_fn[seq], s.total[seq], s.names, None if s.steps is None else [s.steps[i] for i in seq.tolist()],
                None if s.accuracy is None else s.accuracy[seq], s.step_weight,
                None if s.failed is None else s.failed[seq]),
-            self.zero_std_frac, self.gen_seconds, self.rounds)
+            self.zero_std_frac, self.gen_seconds, self.rounds, self.stand_in)
 
     @staticmethod
     def cat(parts: list[Batch], pad_id: int, zero_std_frac: float, gen_seconds: float, rounds: int) -> Batch:
@@ -57,9 +60,10 @@ class Batch:
 def batch_metrics(g: Batch, step_s: float, rt: Runtime, cfg: GRPOConfig) -> dict[str, float]:
     """Metrics of the global batch: every process's samples are gathered (identities in one process)."""
     s, roll = g.scored, g.rollout
-    per_fn, totals, lengths, truncated = rt.cat(s.per_fn), rt.cat(s.total), rt.cat(roll.lengths).float(), \
-        rt.cat(roll.truncated)
-    accuracy = None if s.accuracy is None else rt.cat(s.accuracy)
+    n = 0 if g.stand_in else len(roll.completions)  # a stand-in's samples are not the step's
+    per_fn, totals, lengths, truncated = rt.cat(s.per_fn[:n]), rt.cat(s.total[:n]), rt.cat(roll.lengths[:n]).float(), \
+        rt.cat(roll.truncated[:n])
+    accuracy = None if s.accuracy is None else rt.cat(s.accuracy[:n])
     gen_s, step_s = float(rt.max(g.gen_seconds)), float(rt.max(step_s))  # wall time: the slowest process
     out: dict[str, float] = {}
     for k, name in enumerate(s.names):
@@ -81,7 +85,7 @@ def batch_metrics(g: Batch, step_s: float, rt: Runtime, cfg: GRPOConfig) -> dict
         "completions/truncated_frac": float(truncated.float().mean()) if len(lengths) else 0.0,
         # every process samples the same number of first-round groups: the mean of the shares is the share
         "groups/zero_std_frac": float(rt.sum(g.zero_std_frac)) / rt.world_size,
-        "groups/used": float(rt.sum(len(g.rows))),
+        "groups/used": float(rt.sum(0 if g.stand_in else len(g.rows))),
         "time/step_s": step_s,
         "time/generation_frac": gen_s / step_s,
         "time/tokens_per_s": tokens / max(gen_s, 1e-9),
@@ -90,10 +94,10 @@ def batch_metrics(g: Batch, step_s: float, rt: Runtime, cfg: GRPOConfig) -> dict
 
 
 def sample_records(g: Batch, step: int, limit: int) -> list[dict[str, Any]]:
-    """A few completions of the first groups with their rewards, for samples.jsonl."""
+    """A few completions of the first groups with their rewards, for samples.jsonl (none of a stand-in's)."""
     G = len(g.rollout.completions) // max(len(g.rows), 1)
     out = []
-    for i in range(min(limit, len(g.rollout.completions))):
+    for i in range(0 if g.stand_in else min(limit, len(g.rollout.completions))):
         rewards = {n: float(g.scored.per_fn[i, k]) for k, n in enumerate(g.scored.names)}
         out.append({"step": step, "prompt": g.texts[i // G], "completion": g.rollout.completions[i],
                     "rewards": rewards, "total": float(g.scored.total[i])})

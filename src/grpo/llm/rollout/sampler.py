@@ -99,31 +99,47 @@ class Sampler:
 
     def collect(self, step: int) -> Batch:
         """Prompts of this step and their groups; with dynamic sampling, all-equal groups are
-        dropped and more prompts sampled (at most ``max_resample`` extra rounds)."""
-        cfg, G = self.cfg, self.cfg.group_size
-        share = self.rt.shard(cfg.prompts_per_step)  # this process's prompts of the step, whole groups
+        dropped and more prompts sampled (at most ``max_resample`` extra rounds).
+
+        On several processes the rounds are the step's: every process samples its share of each round's
+        prompts, and the groups kept are the first B with spread in (round, global place) order, the
+        groups one process keeps. A process that keeps none returns the first round's groups as a
+        stand-in (``stand_in``), so that it joins the update's collectives with nothing to train."""
+        cfg, G, rt = self.cfg, self.cfg.group_size, self.rt
+        share = rt.shard(cfg.prompts_per_step)  # this process's prompts of the step, whole groups
         order = batch_indices(len(self.rows), step, cfg.prompts_per_step, cfg.seed)[share]
         # Sampling keyed by each prompt's place in the step's global batch: same samples on any rank.
         first = self.sample([self.rows[i] for i in order],
                             prompt_keys(cfg.seed, step, 0, list(range(share.start, share.stop))))
         if not cfg.dynamic_sampling:
             return first
-        kept, groups, gen_seconds = [], first, 0.0
-        rng = random.Random(cfg.seed * 7919 + step)
+        B = cfg.prompts_per_step
+        kept, groups, gen_seconds, found = [], first, 0.0, 0  # found: groups with spread so far, every process's
+        rng = random.Random(cfg.seed * 7919 + step)  # the same pools on every process
         for round_ in range(cfg.max_resample + 1):
+            lo = share.start
             if round_:
-                pool = rng.sample(self.rows, min(cfg.prompts_per_step, len(self.rows)))
-                groups = self.sample(pool, prompt_keys(cfg.seed, step, round_, list(range(len(pool)))))
-            gen_seconds += groups.gen_seconds
-            varied = varied_groups(groups.scored, G).nonzero().flatten()  # [b]
-            if len(varied):
-                kept.append(groups.select(varied, (varied[:, None] * G + torch.arange(G)).flatten()))
-            if sum(len(k.rows) for k in kept) >= cfg.prompts_per_step:
+                pool = rng.sample(self.rows, min(B, len(self.rows)))  # the round's prompts, global order
+                lo, hi = rt.rank * len(pool) // rt.world_size, (rt.rank + 1) * len(pool) // rt.world_size
+                groups = self.sample(pool[lo:hi], prompt_keys(cfg.seed, step, round_, list(range(lo, hi)))) \
+                    if hi > lo else None
+            gen_seconds += groups.gen_seconds if groups is not None else 0.0
+            varied = varied_groups(groups.scored, G) if groups is not None else torch.zeros(0, dtype=torch.bool)
+            flags = rt.cat(varied.float())  # [b_global] every process's, in global order
+            place = found + flags.cumsum(0).long() - 1  # each flagged group's place among the step's kept
+            mine = [g for g in varied.nonzero().flatten().tolist() if place[lo + g] < B]
+            if mine:
+                idx = torch.tensor(mine)
+                kept.append(groups.select(idx, (idx[:, None] * G + torch.arange(G)).flatten()))
+            found += int(flags.sum())
+            if found >= B:
                 break
         figures = {"zero_std_frac": first.zero_std_frac, "gen_seconds": gen_seconds, "rounds": round_ + 1}
-        out = Batch.cat(kept, self.tok.pad_token_id, **figures) if kept else replace(first, **figures)
-        n = min(len(out.rows), cfg.prompts_per_step) if kept else 0  # no group with spread: an empty batch
-        return out.select(torch.arange(n), torch.arange(n * G))
+        if kept:
+            return Batch.cat(kept, self.tok.pad_token_id, **figures)
+        if found:  # other processes kept groups: stand in with the first round's, none of them trained on
+            return replace(first, stand_in=True, **figures)
+        return replace(first, **figures).select(torch.arange(0), torch.arange(0))  # no spread anywhere: no update
 
     def after_update(self) -> None:
         """Called after each policy update: engines that keep their own copy of the weights (vLLM) get them."""
