@@ -67,8 +67,9 @@ def test_shard_keeps_whole_prompts_and_says_what_to_change():
 
 @pytest.mark.parametrize("options, message", [
     ({"env": "guess-number", "truncated_reward": 0.0}, "--env .multi-turn. does not support --truncated-reward"),
-    ({"dynamic_sampling": True, "accelerate_config": "examples/accelerate/fsdp.yaml"},
-     "--dynamic-sampling on several processes runs under DDP only, not FSDP2 .*; drop --accelerate-config"),
+    ({"dynamic_sampling": True, "accelerate_config": "examples/accelerate/fsdp.yaml", "micro_batch": 3},
+     "--dynamic-sampling under FSDP2 needs whole groups per micro-batch: --micro-batch 3 is not a multiple of "
+     "--group-size 8"),
 ])
 def test_several_processes_are_refused_once_before_they_start(tmp_path, options, message):
     """What the processes would each refuse is refused by the launching command, before any starts."""
@@ -77,17 +78,20 @@ def test_several_processes_are_refused_once_before_they_start(tmp_path, options,
     with pytest.raises(ValueError, match=message):
         preflight(GRPOConfig(num_processes=2, out=str(tmp_path / "run"), **options))
     preflight(GRPOConfig(num_processes=2, out=str(tmp_path / "run")))  # negative control: nothing to refuse
-    # the step's rounds are every process's (prompts and --env episodes alike): dynamic sampling runs under DDP
+    # the step's rounds are every process's (prompts and --env episodes alike): dynamic sampling runs under DDP,
+    # and under FSDP2 with whole groups per micro-batch
     preflight(GRPOConfig(num_processes=2, dynamic_sampling=True, out=str(tmp_path / "run")))
+    preflight(GRPOConfig(num_processes=2, dynamic_sampling=True, accelerate_config="examples/accelerate/fsdp.yaml",
+                         micro_batch=16, out=str(tmp_path / "run")))
     preflight(GRPOConfig(num_processes=2, env="guess-number", dynamic_sampling=True, out=str(tmp_path / "run")))
 
 
 def test_unsupported_combinations_are_refused():
     rt = Runtime(torch.device("cpu"))
-    rt.world_size, rt.strategy = 2, "FSDP2"
-    with pytest.raises(ValueError, match="under DDP only, not FSDP2 .*; launch with DDP"):
+    rt.world_size, rt.strategy, rt.deepspeed = 2, "DeepSpeed ZeRO-2", True
+    with pytest.raises(ValueError, match="runs under DDP or FSDP2, not DeepSpeed"):
         check_scale_out(GRPOConfig(dynamic_sampling=True), rt)
-    rt.strategy = "DDP"
+    rt.strategy, rt.deepspeed = "DDP", False
     check_scale_out(GRPOConfig(dynamic_sampling=True), rt)  # control: DDP keeps every process's groups in step
     from grpo.llm.ppo_config import PPOConfig
 

@@ -126,6 +126,26 @@ def test_fsdp2_lora_with_adapters_off_reference_equals_one_process(tiny_path, tm
         assert y["kl/ref"] == pytest.approx(x["kl/ref"], rel=1e-4, abs=1e-7)
 
 
+@pytest.mark.slow
+def test_fsdp2_dynamic_sampling_equals_one_process(tiny_path, tmp_path):
+    """Dynamic sampling under FSDP2: the processes keep different numbers of groups (on this seed one runs 3
+    micro-batches where the other has 1), so the one with fewer repeats a micro-batch with weight 0 to run as
+    many collective passes; the same rounds, metrics and final weights as one process. Without the fill-ins
+    the launch hangs."""
+    opts = {**OPTS, "model": str(tiny_path), "dynamic_sampling": True, "max_resample": 3, "micro_batch": 4,
+            "mu": 1, "steps": 4}
+    train(GRPOConfig(**opts, out=str(tmp_path / "one"), progress=False), log=lambda *_: None)
+    proc = _launch(tmp_path, tmp_path / "two", opts)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["distributed"] == "FSDP2"
+    _assert_same_weights(tmp_path / "one" / "final", tmp_path / "two" / "final")
+    m1, m2 = read_jsonl(tmp_path / "one" / "metrics.jsonl"), read_jsonl(tmp_path / "two" / "metrics.jsonl")
+    assert max(m["sampling/rounds"] for m in m1) > 1  # resampling happened
+    for x, y in zip(m1, m2):
+        for key in ("sampling/rounds", "groups/used", "reward/total/mean", "policy/grad_norm", "kl/ref"):
+            assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-6), key
+
+
 def test_requested_strategy_is_read_from_the_launch_environment():
     assert requested_strategy({}) is None
     assert requested_strategy({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}) == "FSDP2"

@@ -82,12 +82,15 @@ def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = p
                    "is not reduced over processes)") if given["several processes"] else ""
             raise ValueError(f"--algo ppo does not support {', '.join(k for k, on in given.items() if on)} yet{why}; "
                              "GRPO does; see docs/scale-out.md")
-    if rt.world_size > 1 and cfg.dynamic_sampling and rt.strategy != DDP and not cfg.env:
-        # Processes keep different numbers of groups, so they run different numbers of micro-batches: collective
-        # forward passes (FSDP, ZeRO-3) and DeepSpeed's one backward per step cannot follow that.
-        fix = f"drop --accelerate-config {cfg.accelerate_config}" if cfg.accelerate_config else "launch with DDP"
-        raise ValueError(f"--dynamic-sampling on several processes runs under DDP only, not {rt.strategy} (each "
-                         f"process trains on the groups it kept, a different number on each); {fix}")
+    if rt.world_size > 1 and cfg.dynamic_sampling and not cfg.env:
+        # Processes keep different numbers of groups. Under FSDP they fill up to the same number of micro-batches
+        # (every forward is collective), whole groups each so that every pass takes the same path.
+        if getattr(rt, "deepspeed", False):
+            raise ValueError("--dynamic-sampling on several processes runs under DDP or FSDP2, not DeepSpeed (not "
+                             "tested there); drop the DeepSpeed --accelerate-config or --dynamic-sampling")
+        if getattr(rt, "fsdp", False) and cfg.micro_batch and cfg.micro_batch % cfg.group_size:
+            raise ValueError(f"--dynamic-sampling under {rt.strategy} needs whole groups per micro-batch: "
+                             f"--micro-batch {cfg.micro_batch} is not a multiple of --group-size {cfg.group_size}")
     if getattr(rt, "deepspeed", False) and cfg.micro_batch:
         raise ValueError("DeepSpeed runs one backward per step here: leave micro_batch unset "
                          "(use --gradient-checkpointing or ZeRO offload to save memory)")

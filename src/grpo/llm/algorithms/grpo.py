@@ -102,8 +102,10 @@ class GRPOTrainer:
         rt = self.rt
         start = int(rt.cat(torch.tensor([B]))[:rt.rank].sum()) if rt.world_size > 1 else 0
         scores = rt.cat(g.scored.total[:B * G].view(-1, G))  # [B_global, G]
-        baseline = rt.cat(self.sampler.greedy_rewards(g.rows[:B]) if B else torch.zeros(0)) \
-            if needs_baseline(self.estimator) else None  # [B_global]
+        baseline = None  # [B_global]
+        if needs_baseline(self.estimator):  # a stand-in samples too when generation is collective (FSDP), unused
+            ask = g.rows if g.stand_in and rt.collective_forward else g.rows[:B]
+            baseline = rt.cat(self.sampler.greedy_rewards(ask)[:B] if ask else torch.zeros(0))
         inp = AdvantageInputs(self.cfg.reward_scale, lengths=rt.cat(roll.lengths[:B * G].view(-1, G).float().cpu()),
                               columns=rt.cat(g.scored.per_fn[:B * G].view(-1, G, g.scored.per_fn.shape[-1])),
                               weights=self.reward_weights, baseline=baseline)
@@ -138,9 +140,12 @@ class GRPOTrainer:
         """[N, C] log-probs (or, ``with_entropy``, entropies) of the whole batch, micro-batch by micro-batch."""
         out = torch.zeros(roll.completion_ids.shape, device=roll.completion_ids.device)  # [N, C]
         with torch.no_grad():
-            for mb in self._micro_batches(roll):
+            mbs, real = self._micro_batches(roll)
+            for mb in mbs[:real]:
                 logp, ent = self._logprobs(model, roll, mb, with_entropy=with_entropy)
                 out[mb] = ent if with_entropy else logp
+            for mb in mbs[real:]:  # fill-ins: a collective pass that adds nothing
+                self._logprobs(model, roll, mb)
         return out
 
     def _token_weights(self, roll: Rollout, loss_mask: Tensor) -> Tensor | None:
@@ -168,16 +173,23 @@ class GRPOTrainer:
             w = keep if w is None else w * keep
         return w, m
 
-    def _micro_batches(self, roll: Rollout) -> list[Tensor]:
-        """Row indices [n] of each forward/backward. Whole groups of G, shortest longest-completion first,
-        so that each micro-batch holds completions of similar lengths and is trimmed to its own longest
-        (:meth:`_logprobs`), not the batch's; the sums over micro-batches are the same in any order."""
+    def _micro_batches(self, roll: Rollout) -> tuple[list[Tensor], int]:
+        """Row indices [n] of each forward/backward, and how many of them are real. Whole groups of G,
+        shortest longest-completion first, so that each micro-batch holds completions of similar lengths and
+        is trimmed to its own longest (:meth:`_logprobs`), not the batch's; the sums over micro-batches are
+        the same in any order. Under FSDP with dynamic sampling the processes hold different numbers of
+        groups, yet every forward pass is collective: the first micro-batch is repeated (weight 0) until each
+        process runs as many as the one that runs most."""
         n, G = len(roll.completions), self.cfg.group_size
         size = self.cfg.micro_batch or n
         if not self.cfg.micro_batch and not getattr(self.rt, "deepspeed", False):  # DeepSpeed: one backward per step
             size = auto_micro_batch(self.policy, n, roll.prompt_ids.shape[1] + roll.completion_ids.shape[1], G)
         rows = length_order(roll.completion_mask.cpu(), G if n % G == 0 else 1).to(roll.completion_ids.device)  # [N]
-        return [rows[i:i + size] for i in range(0, n, size)]
+        mbs = [rows[i:i + size] for i in range(0, n, size)]
+        real = len(mbs)
+        if self.rt.collective_forward and self.cfg.dynamic_sampling:
+            mbs += [mbs[0]] * (int(self.rt.max(real)) - real)
+        return mbs, real
 
     def update(self, roll: Rollout, adv: Tensor, loss_mask: Tensor) -> dict[str, float]:
         """mu optimizer steps on one generation batch; returns the metrics of the last one."""
@@ -191,7 +203,7 @@ class GRPOTrainer:
         engine = roll.sampling_logp  # [N, C] the sampling engine's log-probs, when it gives them
         constant = cfg.loss_constant or float(cfg.max_new_tokens)  # Dr. GRPO's normaliser per sequence
         metrics: dict[str, float] = {}
-        mbs = self._micro_batches(roll)
+        mbs, real = self._micro_batches(roll)
         for it in range(cfg.mu):
             self.opt.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
@@ -200,7 +212,7 @@ class GRPOTrainer:
                 last = i == len(mbs) - 1
                 with rt.accumulating(self.policy, last):  # gradients are all-reduced on the last only
                     mask = loss_mask[mb]
-                    w = self.share(mask) / max(total, 1.0)
+                    w = self.share(mask) / max(total, 1.0) * float(i < real)  # fill-ins add nothing
                     logp, ent = self._logprobs(self.policy, roll, mb, with_entropy=True,
                                                entropy_grad=cfg.entropy_coef > 0)
                     old = old_logp[mb] if old_logp is not None else logp.detach()

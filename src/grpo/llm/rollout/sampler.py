@@ -123,6 +123,8 @@ class Sampler:
                 lo, hi = rt.rank * len(pool) // rt.world_size, (rt.rank + 1) * len(pool) // rt.world_size
                 groups = self.sample(pool[lo:hi], prompt_keys(cfg.seed, step, round_, list(range(lo, hi)))) \
                     if hi > lo else None
+                if groups is None and rt.collective_forward:  # nothing to sample here, but the passes are collective
+                    self.sample(pool[:1], prompt_keys(cfg.seed, step, round_, [0]))
             gen_seconds += groups.gen_seconds if groups is not None else 0.0
             varied = varied_groups(groups.scored, G) if groups is not None else torch.zeros(0, dtype=torch.bool)
             flags = rt.cat(varied.float())  # [b_global] every process's, in global order
