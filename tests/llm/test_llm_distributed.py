@@ -231,20 +231,26 @@ def test_multi_turn_on_two_ranks_gives_the_one_process_update():
             assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-6), key
 
 
-def test_multi_turn_runs_on_ddp_only():
+def test_multi_turn_runs_on_ddp_and_fsdp2_not_deepspeed():
     rt = Runtime(torch.device("cpu"))
-    rt.world_size, rt.strategy = 2, "FSDP2"
-    with pytest.raises(ValueError, match="several processes under FSDP2 \\(DDP only: .*; launch with DDP\\)"):
+    rt.world_size, rt.strategy, rt.deepspeed = 2, "DeepSpeed ZeRO-2", True
+    with pytest.raises(ValueError, match="several processes under DeepSpeed ZeRO-2 \\(DDP or FSDP2 only; launch with DDP\\)"):
         check_scale_out(GRPOConfig(env="guess-number"), rt)
+    rt.strategy, rt.deepspeed, rt.fsdp = "FSDP2", False, True
+    check_scale_out(GRPOConfig(env="guess-number"), rt)  # control: FSDP2 keeps the episode loop in step
+    with pytest.raises(ValueError, match="--env under FSDP2 needs whole groups per micro-batch: --micro-batch 3 "):
+        check_scale_out(GRPOConfig(env="guess-number", micro_batch=3, group_size=4), rt)
     rt.strategy = "DDP"
     check_scale_out(GRPOConfig(env="guess-number"), rt)
-    # before any process starts: an accelerate config asking for FSDP is refused in one line
+    # before any process starts: an FSDP accelerate config with micro-batches cutting groups is refused in one line
     from grpo.llm.run import preflight
 
-    fsdp = GRPOConfig(env="guess-number", num_processes=2, device="cpu", overwrite=True,
+    fsdp = GRPOConfig(env="guess-number", num_processes=2, device="cpu", overwrite=True, micro_batch=3,
                       accelerate_config=str(REPO / "examples" / "accelerate" / "fsdp.yaml"))
-    with pytest.raises(ValueError, match="several processes under FSDP2 \\(DDP only: .* drop --accelerate-config .*fsdp.yaml"):
+    with pytest.raises(ValueError, match="--env under FSDP2 needs whole groups per micro-batch"):
         preflight(fsdp)
+    fsdp.micro_batch = None
+    preflight(fsdp)
     preflight(GRPOConfig(env="guess-number", num_processes=2, device="cpu", overwrite=True,
                          accelerate_config=str(REPO / "examples" / "accelerate" / "ddp.yaml")))
 

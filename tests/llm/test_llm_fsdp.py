@@ -146,6 +146,63 @@ def test_fsdp2_dynamic_sampling_equals_one_process(tiny_path, tmp_path):
             assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-6), key
 
 
+PARITY_ENV = '''
+import re
+
+
+class Parity:
+    """1 + seed % 4 turns (so one process's episodes can all end while another's go on); each turn pays 1 for an
+    even guess on reset seeds divisible by 3 only (other groups have no spread)."""
+
+    def reset(self, seed=None, options=None):
+        self.seed, self.turn = seed, 0
+        return [{"role": "user", "content": "Guess my number, 1 to 100."}], {}
+
+    def step(self, message):
+        numbers = re.findall(r"[0-9]+", message["content"])
+        self.turn += 1
+        reward = float(self.seed % 3 == 0 and bool(numbers) and int(numbers[-1]) % 2 == 0)
+        done = self.turn > self.seed % 4
+        return [] if done else [{"role": "user", "content": "again"}], reward, done, False, {}
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", ["guess-number", "parity_env:Parity"])
+def test_fsdp2_multi_turn_equals_one_process(tmp_path, monkeypatch, env):
+    """--env under FSDP2: every forward pass is collective, so a turn is played while any process has an
+    episode going (one with none samples and drops a turn) and every process evaluates. guess-number: episodes
+    of 1-4 turns; Parity with dynamic sampling: episodes of 1-4 turns by reset seed, and a quarter of the groups
+    with spread, so the processes keep different numbers of them (rounds, fill-in micro-batches). Without the
+    processes' turns kept in step, the Parity launch fails (mismatched collectives). Per step the same episode metrics,
+    gradient norm, loss and KL as one process, and the same evaluation. Final weights are not compared:
+    AdamW turns float noise on the near-zero gradients of layer 0's queries and keys (1e-7 here, checked by
+    dumping both gradients) into steps of +-lr."""
+    from grpo.llm.modeling.guess_tiny import guess_model_path
+
+    (tmp_path / "parity_env.py").write_text(PARITY_ENV)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the launched processes import it from their working folder
+    dynamic = env != "guess-number"
+    opts = {"model": str(guess_model_path()), "env": env, "steps": 3 if dynamic else 2, "prompts_per_step": 4,
+            "group_size": 3, "micro_batch": 3, "mu": 2, "max_turns": 4, "max_new_tokens": 9, "temperature": 1.0,
+            "lr": 3e-4, "env_advantage": "turn", "env_eval_episodes": 4, "tensorboard": False, "threads": 1,
+            "device": "cpu", "seed": 11, "mixed_precision": "no", "dynamic_sampling": dynamic, "max_resample": 3}
+    train(GRPOConfig(**opts, out=str(tmp_path / "one"), progress=False), log=lambda *_: None)
+    proc = _launch(tmp_path, tmp_path / "two", opts)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
+    assert two["distributed"] == "FSDP2"
+    assert two["env_eval_after"] == pytest.approx(one["env_eval_after"], rel=1e-4, abs=1e-6)
+    m1, m2 = read_jsonl(tmp_path / "one" / "metrics.jsonl"), read_jsonl(tmp_path / "two" / "metrics.jsonl")
+    assert len(m1) == len(m2) == opts["steps"]
+    keys = ["episode/return_mean", "episode/turns_mean", "kl/ref", "loss/policy", "policy/grad_norm"]
+    for x, y in zip(m1, m2):
+        for key in keys + (["sampling/rounds", "groups/used"] if dynamic else ["env/solved"]):
+            assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-6), key
+    if dynamic:
+        assert max(m["sampling/rounds"] for m in m1) > 1  # resampled
+
+
 def test_requested_strategy_is_read_from_the_launch_environment():
     assert requested_strategy({}) is None
     assert requested_strategy({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}) == "FSDP2"

@@ -58,13 +58,12 @@ def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = p
 
         import_vllm()  # not installed: say how, before loading anything
     if cfg.env:
-        # Several processes: DDP only. Under FSDP and ZeRO-3 every forward pass is collective, and the episodes
-        # of each process end at different turns, so their generation loops would not stay in step.
+        # Several processes: DDP or FSDP2 (whose collective forward passes the episode loop keeps in step: a turn
+        # is played while any process has an episode going). DeepSpeed's generation is not kept in step here.
         fix = f"drop --accelerate-config {cfg.accelerate_config}" if cfg.accelerate_config else "launch with DDP"
-        not_ddp = (f"several processes under {rt.strategy} (DDP only: each process's episodes end at different "
-                   f"turns, which collective forward passes (FSDP, ZeRO-3) cannot follow; {fix})")
+        not_ddp = f"several processes under {rt.strategy} (DDP or FSDP2 only; {fix})"
         given = {"--algo ppo": getattr(cfg, "algo", "grpo") == "ppo",
-                 not_ddp: rt.world_size > 1 and rt.strategy != DDP,
+                 not_ddp: rt.world_size > 1 and bool(getattr(rt, "deepspeed", False)),
                  "--generation vllm": cfg.generation == "vllm",
                  "--truncated-reward (episodes: --truncated)": cfg.truncated_reward is not None}
         if any(given.values()):
@@ -82,15 +81,16 @@ def check_scale_out(cfg: GRPOConfig, rt: Runtime, log: Callable[[str], None] = p
                    "is not reduced over processes)") if given["several processes"] else ""
             raise ValueError(f"--algo ppo does not support {', '.join(k for k, on in given.items() if on)} yet{why}; "
                              "GRPO does; see docs/scale-out.md")
-    if rt.world_size > 1 and cfg.dynamic_sampling and not cfg.env:
-        # Processes keep different numbers of groups. Under FSDP they fill up to the same number of micro-batches
-        # (every forward is collective), whole groups each so that every pass takes the same path.
-        if getattr(rt, "deepspeed", False):
-            raise ValueError("--dynamic-sampling on several processes runs under DDP or FSDP2, not DeepSpeed (not "
-                             "tested there); drop the DeepSpeed --accelerate-config or --dynamic-sampling")
-        if getattr(rt, "fsdp", False) and cfg.micro_batch and cfg.micro_batch % cfg.group_size:
-            raise ValueError(f"--dynamic-sampling under {rt.strategy} needs whole groups per micro-batch: "
-                             f"--micro-batch {cfg.micro_batch} is not a multiple of --group-size {cfg.group_size}")
+    if rt.world_size > 1 and cfg.dynamic_sampling and not cfg.env and getattr(rt, "deepspeed", False):
+        raise ValueError("--dynamic-sampling on several processes runs under DDP or FSDP2, not DeepSpeed (not "
+                         "tested there); drop the DeepSpeed --accelerate-config or --dynamic-sampling")
+    if (getattr(rt, "fsdp", False) and rt.world_size > 1 and (cfg.dynamic_sampling or cfg.env) and cfg.micro_batch
+            and cfg.micro_batch % cfg.group_size):
+        # The processes' batches differ in size (groups kept) or width (episodes): they fill up to the same number
+        # of micro-batches (every forward is collective), whole groups each so that every pass takes the same path.
+        what = "--dynamic-sampling" if cfg.dynamic_sampling else "--env"
+        raise ValueError(f"{what} under {rt.strategy} needs whole groups per micro-batch: "
+                         f"--micro-batch {cfg.micro_batch} is not a multiple of --group-size {cfg.group_size}")
     if getattr(rt, "deepspeed", False) and cfg.micro_batch:
         raise ValueError("DeepSpeed runs one backward per step here: leave micro_batch unset "
                          "(use --gradient-checkpointing or ZeRO offload to save memory)")
@@ -191,7 +191,8 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
             log(f"evaluation: {eval_source}")
 
     def evaluate_env() -> dict[str, float] | None:
-        if not (cfg.env and cfg.env_eval_episodes and rt.is_main):
+        # The main process only, unless forward passes are collective (FSDP): then all, on the same episodes.
+        if not (cfg.env and cfg.env_eval_episodes and (rt.is_main or rt.collective_forward)):
             return None
         with rt.autocast():
             return trainer.evaluate(cfg.env_eval_episodes)

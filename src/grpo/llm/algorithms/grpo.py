@@ -177,9 +177,10 @@ class GRPOTrainer:
         """Row indices [n] of each forward/backward, and how many of them are real. Whole groups of G,
         shortest longest-completion first, so that each micro-batch holds completions of similar lengths and
         is trimmed to its own longest (:meth:`_logprobs`), not the batch's; the sums over micro-batches are
-        the same in any order. Under FSDP with dynamic sampling the processes hold different numbers of
-        groups, yet every forward pass is collective: the first micro-batch is repeated (weight 0) until each
-        process runs as many as the one that runs most."""
+        the same in any order. Under FSDP every forward pass is collective, yet the processes may cut their
+        batches into different numbers of micro-batches (dynamic sampling keeps different numbers of groups;
+        the default size depends on the batch's width): the first micro-batch is repeated (weight 0) until
+        each process runs as many as the one that runs most."""
         n, G = len(roll.completions), self.cfg.group_size
         size = self.cfg.micro_batch or n
         if not self.cfg.micro_batch and not getattr(self.rt, "deepspeed", False):  # DeepSpeed: one backward per step
@@ -187,7 +188,7 @@ class GRPOTrainer:
         rows = length_order(roll.completion_mask.cpu(), G if n % G == 0 else 1).to(roll.completion_ids.device)  # [N]
         mbs = [rows[i:i + size] for i in range(0, n, size)]
         real = len(mbs)
-        if self.rt.collective_forward and self.cfg.dynamic_sampling:
+        if self.rt.collective_forward:
             mbs += [mbs[0]] * (int(self.rt.max(real)) - real)
         return mbs, real
 

@@ -18,7 +18,7 @@ import torch
 from grpo.llm.envs.base import EnvError, check_messages, check_step, env_tools, where
 from grpo.llm.envs.tools import ParsedTurn, assistant_message, parser_for, run_tool_calls, tool_schemas
 from grpo.llm.rollout.chat_tokens import ChatTokens
-from grpo.llm.rollout.generation import eos_ids_of
+from grpo.llm.rollout.generation import eos_ids_of, synced_max, synced_processes
 from grpo.llm.rollout.seeding import prompt_keys
 
 ENV_FAILURES = ("raise", "zero", "drop")
@@ -158,17 +158,26 @@ class EpisodeRunner:
         eps = [self.open_episode(s) for s in seeds for _ in range(group_size)]
         eos = set(eos_ids_of(self.tok, model))
         device = next(model.parameters()).device
+        # Under FSDP every forward pass is collective: the processes play a turn while any of them has an episode
+        # going, with the same token budget (the largest, as one process would use); one with none rides along.
+        synced = synced_processes(model)
         for turn in range(self.lim.max_turns):
             for e in eps:
                 if not e.done and self.lim.max_episode_tokens - len(e.ids) < 1:
                     e.end("max_episode_tokens", truncated=True)
             live = [i for i, e in enumerate(eps) if not e.done]
-            if not live:
-                break
             budget = [min(self.lim.max_new_tokens, self.lim.max_episode_tokens - len(eps[i].ids)) for i in live]
+            most = synced_max(max(budget, default=0), synced)  # 0: no episode going anywhere
+            if not most:
+                break
+            if not live:  # another process still plays: sample (and drop) a turn of the first opening
+                ids, mask = _left_pad([eps[0].ids[:eps[0].prompt_len]], self.tok.pad_token_id, device)
+                self.generate(model, self.tok, ids, mask, 1, most, self.lim.temperature, self.lim.top_p,
+                              self.lim.top_k, self.lim.greedy, prompt_keys(self.seed, step, turn, [first]))
+                continue
             ids, mask = _left_pad([eps[i].ids for i in live], self.tok.pad_token_id, device)
             keys = prompt_keys(self.seed, step, turn, [first + i for i in live])  # [n]: the turn's randomness
-            roll = self.generate(model, self.tok, ids, mask, 1, max(budget), self.lim.temperature, self.lim.top_p,
+            roll = self.generate(model, self.tok, ids, mask, 1, most, self.lim.temperature, self.lim.top_p,
                                  self.lim.top_k, self.lim.greedy, keys)
             for row, (i, cap) in enumerate(zip(live, budget)):
                 n = min(int(roll.completion_mask[row].sum()), cap)

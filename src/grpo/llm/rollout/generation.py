@@ -218,6 +218,17 @@ def synced_processes(model: Any) -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and is_fsdp_managed_module(model)
 
 
+def synced_max(value: int, synced: bool) -> int:
+    """The largest ``value`` over every process when ``synced`` (their forward passes are collective)."""
+    if not synced:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t)
+
+
 def _any_going(going: Tensor, synced: bool) -> bool:
     """Whether any row (of any process, when ``synced``) still samples."""
     flag = going.any().to(torch.int32)
