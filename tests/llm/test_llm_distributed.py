@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import threading
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -180,6 +181,27 @@ def _in_two_thread_ranks(make, steps: int) -> tuple[list, list, list]:
         t.join(300)
     assert not errors, errors
     return ranks, metrics, batches
+
+
+def dynamic_one_vs_two_ranks(make, steps: int, kept, keys: tuple[str, ...]) -> tuple[Any, list, int]:
+    """Dynamic sampling on one process and on two ThreadRanks: per step the same kept groups (``kept(batch)``,
+    a sorted list; the ranks' joined) and metrics ``keys``; the same weights after ``steps`` (replicas
+    identical). Returns the one-process trainer, its (metrics, batch) of each step and the stand-ins counted."""
+    one = make()
+    one_out = [one.step(step) for step in range(steps)]
+    ranks, metrics, batches = _in_two_thread_ranks(make, steps)
+    stand_ins = 0
+    for step, (m, b) in enumerate(one_out):
+        parts = [batches[r][step] for r in (0, 1)]
+        stand_ins += sum(p.stand_in for p in parts)
+        assert kept(b) == sorted(kept(parts[0]) + kept(parts[1]))  # the same groups, split between the ranks
+        for key in keys:
+            assert metrics[step].get(key) == pytest.approx(m.get(key), rel=1e-4, abs=1e-6), key
+    for p1, p0, p in zip(ranks[1].policy.parameters(), ranks[0].policy.parameters(), one.policy.parameters()):
+        assert torch.equal(p0, p1)  # replicas identical
+        torch.testing.assert_close(p0, p, atol=1e-6, rtol=1e-5)  # = the one-process run
+    assert any(float((p - q).detach().abs().max()) > 0 for p, q in zip(one.policy.parameters(), make().policy.parameters()))
+    return one, one_out, stand_ins
 
 
 @pytest.mark.parametrize("aggregation,reward_scale", [("sequence-mean", "group"), ("token-mean", "batch"),
