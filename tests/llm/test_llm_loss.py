@@ -107,7 +107,9 @@ def test_micro_batches_are_trimmed_to_their_own_lengths(random_tiny):
         cfg = GRPOConfig(model="x", beta=0.0, micro_batch=micro, prompts_per_step=2, group_size=2,
                          max_grad_norm=None, max_new_tokens=C)
         tr = GRPOTrainer(cfg, m, tok, [{"prompt": "1+1=", "answer": "2"}], RewardSet.from_specs(["exact"]))
-        assert [mb.tolist() for mb in tr._micro_batches(roll)] == ([[2, 3, 0, 1]] if micro is None else [[2, 3], [0, 1]])
+        mbs, real = tr._micro_batches(roll)
+        assert [mb.tolist() for mb in mbs] == ([[2, 3, 0, 1]] if micro is None else [[2, 3], [0, 1]])
+        assert real == len(mbs)  # no fill-in micro-batches on one process
         tr.opt = torch.optim.SGD(m.parameters(), lr=0.0)  # keep the weights, read the gradient
         tr.update(roll, adv, cmask.float())
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]))
