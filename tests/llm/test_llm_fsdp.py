@@ -31,7 +31,10 @@ FSDP_YAML = str(REPO / "examples" / "accelerate" / "fsdp.yaml")
 DIE_AT_CALL = REPO / "tests" / "die_at_call.py"
 OPTS = {"steps": 3, "prompts_per_step": 4, "group_size": 4, "micro_batch": 2, "mu": 2, "max_new_tokens": 4,
         "aggregation": "token-mean", "reward_scale": "batch", "eval_split": None, "tensorboard": False,
-        "threads": 1, "device": "cpu", "seed": 5, "mixed_precision": "no"}
+        "threads": 1, "device": "cpu", "seed": 5, "mixed_precision": "no",
+        # SGD with momentum: weights linear in the gradients, so equal gradients give equal weights (AdamW turns
+        # float noise on near-zero gradients into steps of +-lr); its momentum is the state a resume restores.
+        "optimizer": "sgd", "lr": 0.05}
 
 
 def _env() -> dict[str, str]:
@@ -77,7 +80,7 @@ def test_fsdp2_on_two_gloo_processes_equals_one_process(tiny_path, tmp_path, one
     assert proc.stdout.count("distributed: FSDP2, 2 process(es)") == 1  # the start-up log, once
     state = summary["state_mb_per_process"]  # rank 0's shards: about half of every kind of state
     assert state["gradients"] == pytest.approx(state["parameters"]) and state["optimizer"] == pytest.approx(
-        2 * state["parameters"])
+        state["parameters"])  # one momentum buffer (AdamW: two moments)
     assert state["parameters"] == pytest.approx(total * 4 / 2**20 / 2, rel=0.01)
     _assert_same_weights(one_process / "final", tmp_path / "two" / "final")
     m1, m2 = read_jsonl(one_process / "metrics.jsonl"), read_jsonl(tmp_path / "two" / "metrics.jsonl")
@@ -133,7 +136,7 @@ def test_fsdp2_dynamic_sampling_equals_one_process(tiny_path, tmp_path):
     many collective passes; the same rounds, metrics and final weights as one process. Without the fill-ins
     the launch hangs."""
     opts = {**OPTS, "model": str(tiny_path), "dynamic_sampling": True, "max_resample": 3, "micro_batch": 4,
-            "mu": 1, "steps": 4}
+            "mu": 1, "steps": 4, "lr": 0.01}  # at 0.05 step 3 keeps no group
     train(GRPOConfig(**opts, out=str(tmp_path / "one"), progress=False), log=lambda *_: None)
     proc = _launch(tmp_path, tmp_path / "two", opts)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -175,9 +178,8 @@ def test_fsdp2_multi_turn_equals_one_process(tmp_path, monkeypatch, env):
     of 1-4 turns; Parity with dynamic sampling: episodes of 1-4 turns by reset seed, and a quarter of the groups
     with spread, so the processes keep different numbers of them (rounds, fill-in micro-batches). Without the
     processes' turns kept in step, the Parity launch fails (mismatched collectives). Per step the same episode metrics,
-    gradient norm, loss and KL as one process, and the same evaluation. Final weights are not compared:
-    AdamW turns float noise on the near-zero gradients of layer 0's queries and keys (1e-7 here, checked by
-    dumping both gradients) into steps of +-lr."""
+    gradient norm, loss and KL as one process, the same evaluation and final weights (SGD: AdamW would turn
+    float noise on the near-zero gradients of layer 0's queries and keys, 1e-7 here, into steps of +-lr)."""
     from grpo.llm.modeling.guess_tiny import guess_model_path
 
     (tmp_path / "parity_env.py").write_text(PARITY_ENV)
@@ -185,7 +187,7 @@ def test_fsdp2_multi_turn_equals_one_process(tmp_path, monkeypatch, env):
     dynamic = env != "guess-number"
     opts = {"model": str(guess_model_path()), "env": env, "steps": 3 if dynamic else 2, "prompts_per_step": 4,
             "group_size": 3, "micro_batch": 3, "mu": 2, "max_turns": 4, "max_new_tokens": 9, "temperature": 1.0,
-            "lr": 3e-4, "env_advantage": "turn", "env_eval_episodes": 4, "tensorboard": False, "threads": 1,
+            "optimizer": "sgd", "lr": 0.05, "env_advantage": "turn", "env_eval_episodes": 4, "tensorboard": False, "threads": 1,
             "device": "cpu", "seed": 11, "mixed_precision": "no", "dynamic_sampling": dynamic, "max_resample": 3}
     train(GRPOConfig(**opts, out=str(tmp_path / "one"), progress=False), log=lambda *_: None)
     proc = _launch(tmp_path, tmp_path / "two", opts)
@@ -193,6 +195,7 @@ def test_fsdp2_multi_turn_equals_one_process(tmp_path, monkeypatch, env):
     one, two = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("one", "two"))
     assert two["distributed"] == "FSDP2"
     assert two["env_eval_after"] == pytest.approx(one["env_eval_after"], rel=1e-4, abs=1e-6)
+    _assert_same_weights(tmp_path / "one" / "final", tmp_path / "two" / "final")
     m1, m2 = read_jsonl(tmp_path / "one" / "metrics.jsonl"), read_jsonl(tmp_path / "two" / "metrics.jsonl")
     assert len(m1) == len(m2) == opts["steps"]
     keys = ["episode/return_mean", "episode/turns_mean", "kl/ref", "loss/policy", "policy/grad_norm"]
@@ -255,7 +258,8 @@ def test_deepspeed_zero2_on_two_cpu_processes_equals_one_process(tiny_path, tmp_
     Needs deepspeed in this interpreter (a separate environment: docs/scale-out.md)."""
     pytest.importorskip("deepspeed")
     zero2 = str(REPO / "examples" / "accelerate" / "deepspeed_zero2.yaml")
-    opts = {**OPTS, "model": str(tiny_path), "micro_batch": None}  # DeepSpeed: one backward per step
+    # DeepSpeed: one backward per step; AdamW, the optimizer whose partitioned state is checked below
+    opts = {**OPTS, "model": str(tiny_path), "micro_batch": None, "optimizer": "adamw", "lr": None}
     train(GRPOConfig(**opts, out=str(tmp_path / "one"), progress=False), log=lambda *_: None)
     cmd = launch_command(2, zero2, "no", ["llm", "train", "--out", str(tmp_path / "two"), *_flags(opts)])
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600, cwd=tmp_path)

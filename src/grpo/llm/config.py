@@ -118,7 +118,7 @@ class GRPOConfig:
         choices=GENERATION_NAMES))
     # --- objective ---------------------------------------------------------------------------
     lr: float | None = field(default=None, metadata=_help(
-        f"Adam learning rate; none: 1e-6 (the paper) with --model, {TINY_LR} for the tiny model"))
+        f"learning rate; none: 1e-6 (the paper) with --model, {TINY_LR} for the tiny model"))
     lr_schedule: str | None = field(default=None, metadata=_help(
         "learning rate over the steps: constant, linear (to 0 at the end: TRL's default), cosine (to 0); "
         f"none: constant with --model, {TINY_LR_SCHEDULE} for the tiny model",
@@ -188,7 +188,11 @@ class GRPOConfig:
         choices=["raise", "zero", "drop"]))
     reward_timeout_s: float | None = field(default=60.0, metadata=_help(
         "seconds a reward function may take for one batch; none: no limit"))
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    optimizer: str = field(default="adamw", metadata=_help(
+        "adamw; sgd (momentum 0.9: steps linear in the gradients, for checking that two set-ups give the same "
+        "gradients, which Adam's division by their running size turns into +-lr steps where they are near zero)",
+        choices=["adamw", "sgd"]))
+    weight_decay: float = field(default=0.0, metadata=_help("weight decay (AdamW's decoupled; SGD's L2)"))
     # --- scale out (docs/scale-out.md) -------------------------------------------------------
     num_processes: int = field(default=1, metadata=_help(
         "processes to launch through accelerate (one per GPU; on CPU, gloo); ignored inside a launched run"))

@@ -30,6 +30,7 @@ from grpo.llm.rollout.batch import sample_records
 from grpo.llm.algorithms.multiturn import EVAL_SEED_BASE
 from grpo.utils.config import to_dict
 from grpo.utils.io import write_json
+from grpo.utils.optim import make_optimizer
 from grpo.utils.runtime import peak_gpu_mb, peak_rss_mb, seed_everything
 
 
@@ -171,8 +172,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         saved_ref = resume_from / "reference" if resume_from else None
         ref = frozen_copy(load_model(str(saved_ref), cfg.dtype, device)) if saved_ref and saved_ref.exists() else (
             frozen_copy(load_model(path, cfg.dtype, device)) if resume_from else frozen_copy(policy))
-    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
+    opt = make_optimizer(cfg.optimizer, [p for p in policy.parameters() if p.requires_grad], cfg.lr, cfg.weight_decay)
     policy, opt = rt.prepare(policy, opt)  # DDP/FSDP/DeepSpeed wrappers (identity in one process)
     # GRPO, or PPO for a PPOConfig (which builds its own optimizer and runs in one process)
     trainer = build_trainer(cfg, policy, tok, rows, rewards, ref, resume_from, opt, rt)

@@ -1,4 +1,4 @@
-"""An optimiser step that refuses non-finite losses and gradients."""
+"""The optimiser, by name, and an optimiser step that refuses non-finite losses and gradients."""
 
 from __future__ import annotations
 
@@ -6,7 +6,21 @@ import torch
 
 from grpo.errors import NonFiniteError
 
-__all__ = ["GuardedStep", "NonFiniteError"]
+__all__ = ["GuardedStep", "NonFiniteError", "OPTIMIZERS", "make_optimizer"]
+
+# name -> (class, its own options). AdamW trains. SGD with momentum 0.9 moves the weights by a running sum of
+# lr x gradient, linear in the gradients: two runs whose gradients agree to float noise end with weights that
+# agree to lr x that noise, and its momentum is state a resumed run must restore. Adam divides by the
+# gradient's own running size, which turns noise on a near-zero gradient into a step of +-lr.
+OPTIMIZERS = {"adamw": (torch.optim.AdamW, {}), "sgd": (torch.optim.SGD, {"momentum": 0.9})}
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """``OPTIMIZERS[name]`` over ``params`` (tensors or parameter groups)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}")
+    cls, options = OPTIMIZERS[name]
+    return cls(params, lr=lr, weight_decay=weight_decay, **options)
 
 
 class GuardedStep:

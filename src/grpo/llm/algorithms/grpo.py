@@ -54,7 +54,7 @@ from grpo.llm.rollout.batch import Batch, batch_metrics
 from grpo.llm.rollout.generation import Rollout
 from grpo.llm.rollout.process_steps import step_token_ends
 from grpo.llm.rollout.sampler import Sampler
-from grpo.utils.optim import GuardedStep
+from grpo.utils.optim import GuardedStep, make_optimizer
 
 
 class GRPOTrainer:
@@ -79,7 +79,7 @@ class GRPOTrainer:
         self.device = next(policy.parameters()).device
         self.rt = runtime or Runtime(self.device)
         self.policy.eval()  # dropout off: see the module docstring
-        self.opt = optimizer or torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = optimizer or make_optimizer(cfg.optimizer, policy.parameters(), cfg.lr, cfg.weight_decay)
         # Non-finite losses or gradients skip the step; nonfinite_limit in a row stop the run.
         self.guard = GuardedStep(self.opt, cfg.max_grad_norm or float("inf"), cfg.nonfinite_limit)
         self.share = MICRO_BATCH_SHARES.get(cfg.aggregation)

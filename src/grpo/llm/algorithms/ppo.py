@@ -46,7 +46,7 @@ from grpo.llm.ppo_config import PPOConfig
 from grpo.llm.data.rewards import RewardSet
 from grpo.llm.infra.distributed import Runtime
 from grpo.llm.algorithms.value import ValueModel, build_value_model
-from grpo.utils.optim import GuardedStep
+from grpo.utils.optim import GuardedStep, make_optimizer
 
 # Where beta * KL goes: (weight in the per-token reward, weight in the loss).
 KL_PLACEMENT = {"reward": (1.0, 0.0), "loss": (0.0, 1.0)}
@@ -99,9 +99,9 @@ class PPOTrainer:
         policy.eval()  # dropout off (module docstring)
         self.value = (value or build_value_model(cfg.value_model, policy)).eval()
         self.value_params = self.value.own_parameters()
-        self.opt = torch.optim.AdamW(
-            [{"params": list(policy.parameters()), "lr": cfg.lr},
-             {"params": self.value_params, "lr": cfg.critic_lr or cfg.lr}], weight_decay=cfg.weight_decay)
+        self.opt = make_optimizer(cfg.optimizer, [{"params": list(policy.parameters()), "lr": cfg.lr},
+                                                  {"params": self.value_params, "lr": cfg.critic_lr or cfg.lr}],
+                                  cfg.lr, cfg.weight_decay)
         # Sampling and rewards are the rollout stage's, as for GRPO; PPO runs in one process (run.check_scale_out).
         self.sampler = Sampler(cfg, policy, tokenizer, rows, rewards, Runtime(next(policy.parameters()).device))
         # Non-finite losses or gradients skip the step; nonfinite_limit in a row stop the run (as GRPO).
