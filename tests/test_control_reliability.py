@@ -14,7 +14,7 @@ import torch
 from grpo.control.train import RunConfig, algo_config, train
 from grpo.errors import NonFiniteError
 from grpo.utils.io import AtomicDir, load_tensors, read_json, read_jsonl, resolve_dir
-from grpo.utils.optim import GuardedStep
+from grpo.utils.optim import GuardedStep, make_optimizer
 
 TRAIN_ARGS = ["--algo", "grpo", "--env", "CartPole-v1", "--seed", "3", "--total-steps", "6000",
               "--eval-every", "2000", "--eval-episodes", "2", "--checkpoint-every", "1", "--progress", "false"]
@@ -114,6 +114,26 @@ def test_guarded_step_skips_non_finite_updates_and_gives_up_after_the_limit():
     step(layer(x).sum() * float("nan"))
     with pytest.raises(NonFiniteError, match="3 updates in a row"):
         step(layer(x).sum() * float("nan"))
+
+
+def test_sgd_steps_are_linear_in_the_gradient_where_adamw_is_not():
+    """--optimizer sgd: a gradient scaled by s moves the weights s times as far (momentum 0.9 kept as state);
+    AdamW's first step is about lr x sign(gradient) whatever its size. Unknown names are refused in one line."""
+    moves = {}
+    for name in ("sgd", "adamw"):
+        for scale in (1e-6, 1e-3):
+            w = torch.nn.Parameter(torch.zeros(3))
+            opt = make_optimizer(name, [w], lr=0.1)
+            w.grad = torch.tensor([1.0, -2.0, 0.5]) * scale
+            opt.step()
+            moves[name, scale] = w.detach().clone()
+            if name == "sgd":
+                assert opt.defaults["momentum"] == 0.9 and "momentum_buffer" in opt.state[w]  # state to resume
+    torch.testing.assert_close(moves["sgd", 1e-3], 1000 * moves["sgd", 1e-6])
+    for scale in (1e-6, 1e-3):  # a thousandfold gradient, the same step: -lr x sign (up to Adam's eps 1e-8)
+        torch.testing.assert_close(moves["adamw", scale], torch.tensor([-0.1, 0.1, -0.1]), atol=5e-3, rtol=0)
+    with pytest.raises(ValueError, match="unknown optimizer 'lion': use one of adamw, sgd"):
+        make_optimizer("lion", [torch.nn.Parameter(torch.ones(1))], 0.1)
 
 
 class NaNRewardAfter(gym.Wrapper):
