@@ -218,7 +218,7 @@ def test_two_ranks_give_the_one_process_update(tiny_path, aggregation, reward_sc
     for p1, p0, p in zip(ranks[1].policy.parameters(), ranks[0].policy.parameters(), one.policy.parameters()):
         assert torch.equal(p0, p1)  # replicas identical
         torch.testing.assert_close(p0, p, atol=1e-6, rtol=1e-5)  # = the one-process run
-    moved = [float((p - q).abs().max()) for p, q in zip(one.policy.parameters(), _trainer(cfg, tiny_path).policy.parameters())]
+    moved = [float((p - q).detach().abs().max()) for p, q in zip(one.policy.parameters(), _trainer(cfg, tiny_path).policy.parameters())]
     assert max(moved) > 1e-3  # the update moved the weights well past the tolerance
 
 

@@ -1,9 +1,11 @@
 """Gradient checkpointing (activation recomputation) with dropout still off.
 
 transformers checkpoints a decoder layer only when that layer is in training mode, but the trainer
-keeps the policy in eval mode (dropout off, so the ratio is exactly 1 at mu = 1). So each
-checkpointed layer is switched to training mode on its own, only while gradients are recorded;
-its submodules (attention, MLP, their dropout) stay in eval mode. Under checkpointing the layers
+keeps the policy in eval mode (dropout off, so the ratio is exactly 1 at mu = 1). So the checkpointed
+layers are switched to training mode on their own, only while gradients are recorded, by a hook on the
+module that calls them (the decoder stack): transformers up to 5.1x reads the flag in the layer's
+``__call__``, before the layer's own hooks run, later versions in its ``forward``. Their submodules
+(attention, MLP, their dropout) stay in eval mode. Under checkpointing the layers
 drop the KV cache, so log-probs with gradients use one plain forward pass per sequence instead of
 sharing each prompt's encoding (:func:`grpo.llm.modeling.logprobs.completion_logprobs` checks
 :func:`recomputes`).
@@ -18,12 +20,33 @@ import torch
 from grpo.llm.modeling.hf import inner_model
 
 
-def _train_flag_while_grad(module: torch.nn.Module, args: Any) -> None:
-    module.training = torch.is_grad_enabled()
+def _checkpointed_layers(stack: torch.nn.Module) -> list[torch.nn.Module]:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [m for m in stack.modules() if isinstance(m, GradientCheckpointingLayer)]
 
 
-def _eval_flag_after(module: torch.nn.Module, args: Any, output: Any) -> None:
-    module.training = False  # the backward's recomputation calls forward directly, not through this flag
+def _train_flags_while_grad(stack: torch.nn.Module, args: Any) -> None:
+    grad = torch.is_grad_enabled()
+    for layer in _checkpointed_layers(stack):  # found from the module called: a deep copy keeps working
+        layer.training = grad
+
+
+def _eval_flags_after(stack: torch.nn.Module, args: Any, output: Any) -> None:
+    for layer in _checkpointed_layers(stack):  # the backward's recomputation does not read the flag
+        layer.training = False
+
+
+def _stack_of(model: torch.nn.Module, layer_name: str) -> str:
+    """The name of the module that calls the layer ``layer_name``: its nearest ancestor that is not a
+    container (``model.layers.3`` -> ``model``)."""
+    modules = dict(model.named_modules())
+    name = layer_name
+    while name:
+        name = name.rpartition(".")[0]
+        if not isinstance(modules[name], (torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.Sequential)):
+            return name
+    return name
 
 
 def enable_gradient_checkpointing(model: Any) -> None:
@@ -38,12 +61,13 @@ def enable_gradient_checkpointing(model: Any) -> None:
         inner.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    layers = [m for m in inner.modules() if isinstance(m, GradientCheckpointingLayer)]
+    layers = [name for name, m in inner.named_modules() if isinstance(m, GradientCheckpointingLayer)]
     if not layers:
         raise ValueError(f"{type(inner).__name__} has no checkpointable layers")
-    for layer in layers:
-        layer.register_forward_pre_hook(_train_flag_while_grad)
-        layer.register_forward_hook(_eval_flag_after)
+    for name in dict.fromkeys(_stack_of(inner, layer) for layer in layers):  # each calling module once
+        stack = inner.get_submodule(name)
+        stack.register_forward_pre_hook(_train_flags_while_grad)
+        stack.register_forward_hook(_eval_flags_after)
 
 
 def recomputes(model: Any) -> bool:

@@ -128,6 +128,12 @@ def convert_gguf(path: Path, out: Path) -> dict[str, Any]:
     model.load_state_dict(loaded.state_dict())  # strict: every weight accounted for
     del loaded
     eos = stop_ids(path)
+    # The file's own start and end tokens: transformers 5.17's GGUF reader names the BOS token as EOS too.
+    bos = token_id(path, "tokenizer.ggml.bos_token_id")
+    if bos is not None:
+        tok.bos_token = tok.convert_ids_to_tokens(bos)
+    if eos:
+        tok.eos_token = tok.convert_ids_to_tokens(eos[0])
     pad = tok.pad_token_id if tok.pad_token_id is not None else (eos[0] if eos else None)
     model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id, eos_token_id=eos or None,
                                                pad_token_id=pad)
@@ -144,18 +150,21 @@ def convert_gguf(path: Path, out: Path) -> dict[str, Any]:
 STOP_KEYS = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
 
 
-def stop_ids(path: Path) -> list[int]:
-    """The token ids at which the GGUF file's model ends a generation, in :data:`STOP_KEYS` order."""
+def token_id(path: Path, key: str) -> int | None:
+    """The token id the GGUF file stores under ``key`` (e.g. ``tokenizer.ggml.bos_token_id``), or None."""
     from gguf import GGUFReader
 
-    fields = GGUFReader(str(path)).fields
+    field = GGUFReader(str(path)).fields.get(key)
+    return int(field.parts[field.data[0]][0]) if field is not None and field.data else None
+
+
+def stop_ids(path: Path) -> list[int]:
+    """The token ids at which the GGUF file's model ends a generation, in :data:`STOP_KEYS` order."""
     out: list[int] = []
     for key in STOP_KEYS:
-        field = fields.get(key)
-        if field is not None and field.data:
-            value = int(field.parts[field.data[0]][0])
-            if value not in out:
-                out.append(value)
+        value = token_id(path, key)
+        if value is not None and value not in out:
+            out.append(value)
     return out
 
 
