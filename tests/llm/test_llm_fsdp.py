@@ -68,6 +68,14 @@ def _assert_same_weights(a_dir: Path, b_dir: Path, name: str = "model.safetensor
         torch.testing.assert_close(b[key], a[key], atol=5e-6, rtol=1e-4, msg=key)
 
 
+def _same_metric(got, want) -> bool:
+    """Equal within float noise; a step that kept no group has no reward mean (NaN) and no gradient norm
+    (absent) in either run, which is the same result."""
+    if got is None or want is None:
+        return got is want
+    return got == pytest.approx(want, rel=1e-4, abs=1e-6, nan_ok=True)
+
+
 def test_fsdp2_on_two_gloo_processes_equals_one_process(tiny_path, tmp_path, one_process):
     """Sharded for real (parameters per process about half, summary says FSDP2), gathered final model and
     per-step metrics equal to one process with the same seed and global batch."""
@@ -146,7 +154,7 @@ def test_fsdp2_dynamic_sampling_equals_one_process(tiny_path, tmp_path):
     assert max(m["sampling/rounds"] for m in m1) > 1  # resampling happened
     for x, y in zip(m1, m2):
         for key in ("sampling/rounds", "groups/used", "reward/total/mean", "policy/grad_norm", "kl/ref"):
-            assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-6), key
+            assert _same_metric(y.get(key), x.get(key)), key
 
 
 PARITY_ENV = '''
@@ -201,7 +209,7 @@ def test_fsdp2_multi_turn_equals_one_process(tmp_path, monkeypatch, env):
     keys = ["episode/return_mean", "episode/turns_mean", "kl/ref", "loss/policy", "policy/grad_norm"]
     for x, y in zip(m1, m2):
         for key in keys + (["sampling/rounds", "groups/used"] if dynamic else ["env/solved"]):
-            assert y[key] == pytest.approx(x[key], rel=1e-4, abs=1e-6), key
+            assert _same_metric(y.get(key), x.get(key)), key
     if dynamic:
         assert max(m["sampling/rounds"] for m in m1) > 1  # resampled
 

@@ -55,15 +55,20 @@ def shard_units(model: Any) -> list[torch.nn.Module]:
 def fully_shard_model(model: Any, optimizer: torch.optim.Optimizer, reshard_after_forward: bool = True) -> Any:
     """Shard ``model`` in place over the default process group (FSDP2) and point ``optimizer`` at the
     sharded parameters (``fully_shard`` replaces each parameter by a DTensor)."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     before = dict(model.named_parameters())
     units = shard_units(model)
     if not units:
         raise ValueError(f"FSDP: {type(model).__name__} names no decoder layer class (_no_split_modules) to shard by")
+    # A mesh on the model's own device: fully_shard's default takes the machine's accelerator, so CPU processes
+    # on a machine with one GPU would each claim a GPU of their rank (checked on an H200: invalid device ordinal).
+    mesh = init_device_mesh(next(model.parameters()).device.type, (dist.get_world_size(),))
     for unit in units:
-        fully_shard(unit, reshard_after_forward=reshard_after_forward)
-    fully_shard(model, reshard_after_forward=reshard_after_forward)
+        fully_shard(unit, mesh=mesh, reshard_after_forward=reshard_after_forward)
+    fully_shard(model, mesh=mesh, reshard_after_forward=reshard_after_forward)
     after = dict(model.named_parameters())
     new = {id(before[name]): after[name] for name in before}
     for group in optimizer.param_groups:
