@@ -134,6 +134,10 @@ def test_sgd_steps_are_linear_in_the_gradient_where_adamw_is_not():
         torch.testing.assert_close(moves["adamw", scale], torch.tensor([-0.1, 0.1, -0.1]), atol=5e-3, rtol=0)
     with pytest.raises(ValueError, match="unknown optimizer 'lion': use one of adamw, sgd"):
         make_optimizer("lion", [torch.nn.Parameter(torch.ones(1))], 0.1)
+    from grpo.llm.config import OPTIMIZER_NAMES
+    from grpo.utils.optim import OPTIMIZERS
+
+    assert tuple(OPTIMIZERS) == OPTIMIZER_NAMES  # the CLI's choices, spelled out so --help does not import torch
 
 
 class NaNRewardAfter(gym.Wrapper):

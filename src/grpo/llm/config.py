@@ -25,6 +25,7 @@ GENERATION_NAMES = ("cached", "hf", "vllm")
 MIXED_PRECISION_NAMES = ("no", "bf16", "fp16")
 ADAPTER_NAMES = ("lora", "dora", "rslora")  # grpo.llm.modeling.adapters.ADAPTERS
 LR_SCHEDULE_NAMES = ("constant", "cosine", "linear")  # grpo.llm.infra.schedules.LR_SCHEDULES
+OPTIMIZER_NAMES = ("adamw", "sgd")  # grpo.utils.optim.OPTIMIZERS
 
 # Used when no --model is given: the built-in tiny model learns at a much higher rate.
 TINY_LR = 3e-4
@@ -191,7 +192,7 @@ class GRPOConfig:
     optimizer: str = field(default="adamw", metadata=_help(
         "adamw; sgd (momentum 0.9: steps linear in the gradients, for checking that two set-ups give the same "
         "gradients, which Adam's division by their running size turns into +-lr steps where they are near zero)",
-        choices=["adamw", "sgd"]))
+        choices=OPTIMIZER_NAMES))
     weight_decay: float = field(default=0.0, metadata=_help("weight decay (AdamW's decoupled; SGD's L2)"))
     # --- scale out (docs/scale-out.md) -------------------------------------------------------
     num_processes: int = field(default=1, metadata=_help(

@@ -20,33 +20,18 @@ import torch
 from grpo.llm.modeling.hf import inner_model
 
 
-def _checkpointed_layers(stack: torch.nn.Module) -> list[torch.nn.Module]:
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
-    return [m for m in stack.modules() if isinstance(m, GradientCheckpointingLayer)]
+CONTAINERS = (torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.Sequential)
 
 
 def _train_flags_while_grad(stack: torch.nn.Module, args: Any) -> None:
     grad = torch.is_grad_enabled()
-    for layer in _checkpointed_layers(stack):  # found from the module called: a deep copy keeps working
+    for layer in stack.grpo_checkpointed_layers:  # an attribute of the module called: a deep copy has its own
         layer.training = grad
 
 
 def _eval_flags_after(stack: torch.nn.Module, args: Any, output: Any) -> None:
-    for layer in _checkpointed_layers(stack):  # the backward's recomputation does not read the flag
+    for layer in stack.grpo_checkpointed_layers:  # the backward's recomputation does not read the flag
         layer.training = False
-
-
-def _stack_of(model: torch.nn.Module, layer_name: str) -> str:
-    """The name of the module that calls the layer ``layer_name``: its nearest ancestor that is not a
-    container (``model.layers.3`` -> ``model``)."""
-    modules = dict(model.named_modules())
-    name = layer_name
-    while name:
-        name = name.rpartition(".")[0]
-        if not isinstance(modules[name], (torch.nn.ModuleList, torch.nn.ModuleDict, torch.nn.Sequential)):
-            return name
-    return name
 
 
 def enable_gradient_checkpointing(model: Any) -> None:
@@ -61,11 +46,19 @@ def enable_gradient_checkpointing(model: Any) -> None:
         inner.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
         inner.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    layers = [name for name, m in inner.named_modules() if isinstance(m, GradientCheckpointingLayer)]
-    if not layers:
+    modules = dict(inner.named_modules())
+    stacks: dict[str, list[torch.nn.Module]] = {}  # calling module's name -> the layers it calls
+    for name, module in modules.items():
+        if isinstance(module, GradientCheckpointingLayer):
+            caller = name.rpartition(".")[0]  # nearest ancestor that is not a container: model.layers.3 -> model
+            while caller and isinstance(modules[caller], CONTAINERS):
+                caller = caller.rpartition(".")[0]
+            stacks.setdefault(caller, []).append(module)
+    if not stacks:
         raise ValueError(f"{type(inner).__name__} has no checkpointable layers")
-    for name in dict.fromkeys(_stack_of(inner, layer) for layer in layers):  # each calling module once
-        stack = inner.get_submodule(name)
+    for name, layers in stacks.items():
+        stack = modules[name]
+        stack.grpo_checkpointed_layers = tuple(layers)  # read by the hooks on every forward: no walk of the tree
         stack.register_forward_pre_hook(_train_flags_while_grad)
         stack.register_forward_hook(_eval_flags_after)
 

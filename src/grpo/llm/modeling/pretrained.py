@@ -127,11 +127,11 @@ def convert_gguf(path: Path, out: Path) -> dict[str, Any]:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())  # strict: every weight accounted for
     del loaded
-    eos = stop_ids(path)
+    ids = token_ids(path)
+    eos = stop_ids(ids)
     # The file's own start and end tokens: transformers 5.17's GGUF reader names the BOS token as EOS too.
-    bos = token_id(path, "tokenizer.ggml.bos_token_id")
-    if bos is not None:
-        tok.bos_token = tok.convert_ids_to_tokens(bos)
+    if "tokenizer.ggml.bos_token_id" in ids:
+        tok.bos_token = tok.convert_ids_to_tokens(ids["tokenizer.ggml.bos_token_id"])
     if eos:
         tok.eos_token = tok.convert_ids_to_tokens(eos[0])
     pad = tok.pad_token_id if tok.pad_token_id is not None else (eos[0] if eos else None)
@@ -150,22 +150,17 @@ def convert_gguf(path: Path, out: Path) -> dict[str, Any]:
 STOP_KEYS = ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
 
 
-def token_id(path: Path, key: str) -> int | None:
-    """The token id the GGUF file stores under ``key`` (e.g. ``tokenizer.ggml.bos_token_id``), or None."""
+def token_ids(path: Path) -> dict[str, int]:
+    """The token ids the GGUF file names, by key (``tokenizer.ggml.bos_token_id`` -> 1), read in one pass."""
     from gguf import GGUFReader
 
-    field = GGUFReader(str(path)).fields.get(key)
-    return int(field.parts[field.data[0]][0]) if field is not None and field.data else None
+    return {key: int(field.parts[field.data[0]][0]) for key, field in GGUFReader(str(path)).fields.items()
+            if key.startswith("tokenizer.ggml.") and key.endswith("_token_id") and field.data}
 
 
-def stop_ids(path: Path) -> list[int]:
-    """The token ids at which the GGUF file's model ends a generation, in :data:`STOP_KEYS` order."""
-    out: list[int] = []
-    for key in STOP_KEYS:
-        value = token_id(path, key)
-        if value is not None and value not in out:
-            out.append(value)
-    return out
+def stop_ids(ids: dict[str, int]) -> list[int]:
+    """The token ids (of :func:`token_ids`) at which the model ends a generation, in :data:`STOP_KEYS` order."""
+    return list(dict.fromkeys(ids[key] for key in STOP_KEYS if key in ids))
 
 
 def file_sha256(path: Path) -> str:
