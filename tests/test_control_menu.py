@@ -79,3 +79,30 @@ def test_cli_flags_choose_menu_entries(tmp_path):
     with pytest.raises(SystemExit) as err:  # argparse: the choices named in one line
         main(["train", "--policy-loss", "nope", "--out", str(tmp_path / "x")])
     assert err.value.code == 2
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])  # categorical and Gaussian actions
+def test_exact_kl_is_the_kl_of_the_action_distributions_at_the_visited_states(env):
+    torch.manual_seed(0)
+    cfg = ControlGRPOConfig(groups=2, group_size=4, epochs=1, minibatches=1, beta=0.5, kl_estimator="full")
+    agent = GRPOAgent(cfg, env_info(env), seed=0)
+    try:
+        with torch.no_grad():
+            for p in agent.ref.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+        batch = agent.collect()
+        obs = batch.obs[batch.mask]  # [steps, D]
+        with torch.no_grad():
+            a, r = agent.actor.net(obs), agent.ref.net(obs)
+            if agent.actor.discrete:
+                dists = [torch.distributions.Categorical(logits=x) for x in (a, r)]
+            else:
+                dists = [torch.distributions.Independent(torch.distributions.Normal(x, m.log_std.exp().expand_as(x)), 1)
+                         for x, m in ((a, agent.actor), (r, agent.ref))]
+            want = float(torch.distributions.kl_divergence(*dists).mean())
+        kl = agent.actor.kl_to(agent.ref, obs)
+        assert kl.requires_grad and all(p.grad is None for p in agent.ref.parameters())
+        metrics = agent.update(batch, 0.0)  # one epoch, one minibatch: the metric is the pre-update policy's
+        assert want > 1e-3 and metrics["kl/ref"] == pytest.approx(want, rel=1e-4)
+    finally:
+        agent.close()

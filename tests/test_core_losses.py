@@ -10,9 +10,11 @@ from grpo.core import (
     MICRO_BATCH_SHARES,
     aggregate,
     categorical_entropy,
+    categorical_kl,
     clipped_surrogate,
     explained_variance,
     gaussian_entropy,
+    gaussian_kl,
     gaussian_log_prob,
     grpo_loss,
     kl_estimate,
@@ -117,6 +119,33 @@ def test_k3_is_unbiased_for_sampled_actions():
     est = kl_estimate(p.log()[actions], q.log()[actions], "k3").mean()
     assert est.item() == pytest.approx(exact.item(), rel=0.02)
 
+
+def test_exact_kls_by_hand_and_against_torch_distributions():
+    p, q = torch.tensor([0.6, 0.3, 0.1]), torch.tensor([0.2, 0.5, 0.3])
+    hand = 0.6 * math.log(3) + 0.3 * math.log(0.6) + 0.1 * math.log(1 / 3)
+    assert categorical_kl(p.log() + 7.0, q.log()).item() == pytest.approx(hand, rel=1e-5)  # logits, any offset
+    assert categorical_kl(p.log(), p.log()).item() == pytest.approx(0.0, abs=1e-7)
+    # a class the policy excludes adds 0; one only the reference excludes makes it infinite
+    none = torch.tensor([0.0, float("-inf")])
+    assert categorical_kl(none, torch.tensor([0.0, 0.0])).item() == pytest.approx(math.log(2), rel=1e-6)
+    assert categorical_kl(torch.zeros(2), none).item() == math.inf
+    g = torch.Generator().manual_seed(0)
+    m, s, m0, s0 = (torch.randn(5, 3, generator=g) for _ in range(4))
+    want = torch.distributions.kl_divergence(torch.distributions.Normal(m, s.exp()),
+                                             torch.distributions.Normal(m0, s0.exp())).sum(-1)
+    torch.testing.assert_close(gaussian_kl(m, s, m0, s0), want, rtol=1e-5, atol=1e-6)
+    # 1-D by hand: KL(N(1, 2^2) || N(0, 1)) = log(1/2) + (4 + 1) / 2 - 1/2
+    assert gaussian_kl(torch.tensor([1.0]), torch.tensor([math.log(2)]), torch.zeros(1),
+                       torch.zeros(1)).item() == pytest.approx(math.log(0.5) + 2.0, rel=1e-6)
+
+
+def test_grpo_loss_takes_a_given_per_token_kl_in_place_of_the_estimate():
+    logp = lp([[0.5, 0.4]])
+    mask = torch.tensor([[1, 0]])
+    kl = torch.tensor([[0.3, float("nan")]])  # the padded entry never counts, NaN or not
+    loss, m = grpo_loss(logp, logp.clone(), torch.tensor([2.0]), mask, beta=0.1, kl=kl)
+    assert loss.item() == pytest.approx(-2.0 + 0.1 * 0.3, rel=1e-6)
+    assert m["kl/ref"].item() == pytest.approx(0.3, rel=1e-6)
 
 def test_grpo_loss_adds_beta_times_k3_then_aggregates():
     logp = lp([[0.5, 0.4]])

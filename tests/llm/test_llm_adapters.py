@@ -118,7 +118,7 @@ def test_gradient_checkpointing_gives_the_same_logprobs_and_gradients_with_dropo
     ckpt.model.layers[0].self_attn.register_forward_hook(lambda *_: calls.append(1))
     results = []
     for m in (model, ckpt):
-        logp, _ = completion_logprobs(m, ids, mask, comp, cmask, group_size=2)
+        logp, _, _ = completion_logprobs(m, ids, mask, comp, cmask, group_size=2)
         forward_calls = len(calls)
         (logp * cmask).sum().backward()
         results.append((logp.detach(), [p.grad.clone() for p in m.parameters()]))

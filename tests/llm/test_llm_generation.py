@@ -39,7 +39,7 @@ def test_completion_logprobs_equal_plain_forward_with_left_padding(random_tiny):
     assert mask[0, 0] == 0 and mask[2].all()  # the shortest prompt is left-padded
     completion = torch.tensor([[20, 21, 1, 0, 0], [22, 1, 0, 0, 0], [23, 24, 25, 26, 27]])
     cmask, _ = completion_mask(completion, [tok.eos_token_id])
-    logp, entropy = completion_logprobs(model, ids, mask, completion, cmask, with_entropy=True)
+    logp, entropy, _ = completion_logprobs(model, ids, mask, completion, cmask, with_entropy=True)
     for i in range(3):
         n, c = int(mask[i].sum()), int(cmask[i].sum())
         seq = torch.cat([ids[i, -n:], completion[i, :c]])[None]  # no padding at all
@@ -57,7 +57,7 @@ def test_temperature_scales_logits(random_tiny):
     with torch.no_grad():
         logits = model(input_ids=torch.cat([ids, comp], 1)).logits[0, -3:-1] / 0.5
     expected = torch.log_softmax(logits, -1).gather(-1, comp[0, :, None]).squeeze(-1)
-    logp, _ = completion_logprobs(model, ids, mask, comp, cmask, temperature=0.5)
+    logp, _, _ = completion_logprobs(model, ids, mask, comp, cmask, temperature=0.5)
     torch.testing.assert_close(logp[0].detach(), expected, rtol=1e-4, atol=1e-5)
 
 
@@ -113,7 +113,7 @@ def test_shared_prompt_logprobs_and_gradients_equal_the_plain_forward(random_tin
     results = []
     for group_size in (1, G):
         model.zero_grad()
-        logp, _ = completion_logprobs(model, pid, pmask, comp, cmask, group_size=group_size)
+        logp, _, _ = completion_logprobs(model, pid, pmask, comp, cmask, group_size=group_size)
         (logp * cmask).sum().backward()
         results.append((logp.detach() * cmask, [p.grad.clone() for p in model.parameters()]))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)

@@ -16,9 +16,9 @@ from grpo.llm.algorithms.grpo import GRPOTrainer
 
 
 def test_config_choices_match_core_registries():
-    from grpo.core import AGGREGATIONS, KL_ESTIMATORS, RATIO_LEVELS, REWARD_SCALES
+    from grpo.core import AGGREGATIONS, EXACT_KL, KL_ESTIMATORS, RATIO_LEVELS, REWARD_SCALES
 
-    assert tuple(KL_ESTIMATORS.names()) == KL_ESTIMATOR_NAMES
+    assert (*KL_ESTIMATORS.names(), EXACT_KL) == KL_ESTIMATOR_NAMES
     assert tuple(RATIO_LEVELS.names()) == RATIO_LEVEL_NAMES
     assert tuple(AGGREGATIONS.names()) == AGGREGATION_NAMES
     assert tuple(REWARD_SCALES) == REWARD_SCALE_NAMES
@@ -83,6 +83,47 @@ def test_micro_batches_give_the_full_batch_gradient(random_tiny, aggregation):
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
     assert grads[0].abs().sum() > 0
 
+
+
+def test_full_kl_gradient_is_the_exact_kl_of_the_two_models(random_tiny):
+    """kl_estimator "full": with zero advantages the update's gradient is beta times the gradient of the
+    sequence-mean exact KL(pi || pi_ref) of the whole next-token distributions (computed here from the
+    two models' plain logits), micro-batched or not; k3 on the same batch gives another gradient."""
+    model, tok = random_tiny
+    torch.manual_seed(0)
+    ref = type(model)(model.config)
+    ref.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    N, P, C, beta, T = 4, 4, 5, 0.3, 0.8
+    cmask = (torch.arange(C)[None] < torch.tensor([5, 2, 4, 3])[:, None]).long()
+    prompts = torch.randint(3, 90, (2, P)).repeat_interleave(2, 0)  # two groups of 2
+    roll = Rollout(prompts, torch.ones(N, P, dtype=torch.long), torch.randint(3, 90, (N, C)), cmask,
+                   torch.zeros(N, dtype=torch.bool), [""] * N)
+    ids, mask = torch.cat([roll.prompt_ids, roll.completion_ids], 1), torch.cat([roll.prompt_mask, cmask], 1)
+    params = [p for p in model.parameters() if p.requires_grad]
+    dists = [torch.distributions.Categorical(logits=m(input_ids=ids, attention_mask=mask).logits[:, P - 1:-1] / T)
+             for m in (model, ref)]
+    kl = torch.distributions.kl_divergence(dists[0], torch.distributions.Categorical(logits=dists[1].logits.detach()))
+    want_kl = ((kl * cmask).sum(1) / cmask.sum(1)).mean()  # sequence-mean: per completion, then over completions
+    want = torch.cat([g.flatten() for g in torch.autograd.grad(beta * want_kl, params)])
+    got = {}
+    for estimator, micro in (("full", None), ("full", 2), ("k3", None)):
+        m = type(model)(model.config)
+        m.load_state_dict(model.state_dict())
+        cfg = GRPOConfig(model="x", beta=beta, kl_estimator=estimator, temperature=T, micro_batch=micro,
+                         prompts_per_step=2, group_size=2, max_grad_norm=None, max_new_tokens=C)
+        tr = GRPOTrainer(cfg, m, tok, [{"prompt": "1+1=", "answer": "2"}], RewardSet.from_specs(["exact"]), ref=ref)
+        tr.opt = torch.optim.SGD(m.parameters(), lr=0.0)  # keep the weights, read the gradient
+        metrics = tr.update(roll, torch.zeros(N, C), cmask.float())
+        got[estimator, micro] = torch.cat([p.grad.flatten() for p in m.parameters() if p.requires_grad])
+        if estimator == "full":
+            assert metrics["kl/ref"] == pytest.approx(float((kl * cmask).sum().detach() / cmask.sum()), rel=1e-4)  # token mean
+    assert float(want.norm()) > 0
+    torch.testing.assert_close(got["full", None], want, rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(got["full", 2], want, rtol=1e-3, atol=1e-6)
+    assert float((got["k3", None] - want).norm()) > 0.1 * float(want.norm())  # the sampled estimate is another
 
 def test_micro_batches_are_trimmed_to_their_own_lengths(random_tiny):
     """Each micro-batch (whole groups, shortest first) runs on its own columns: prompt padding common to its

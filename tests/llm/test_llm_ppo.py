@@ -76,7 +76,7 @@ def test_shared_mode_logprobs_equal_the_policy_logprobs(random_tiny):
     trainer = PPOTrainer(PPOConfig(group_size=3, value_model="shared", beta=0), model, tok, rows,
                          RewardSet.from_specs(["exact"]))
     logp, values, ent = trainer.forward(roll, with_entropy=True)
-    ref, ref_ent = completion_logprobs(model, roll.prompt_ids, roll.prompt_mask, roll.completion_ids,
+    ref, ref_ent, _ = completion_logprobs(model, roll.prompt_ids, roll.prompt_mask, roll.completion_ids,
                                        roll.completion_mask, with_entropy=True)
     m = roll.completion_mask.bool()
     torch.testing.assert_close(logp[m], ref[m], atol=1e-5, rtol=1e-5)
@@ -147,6 +147,8 @@ def test_config_rejects_grpo_only_options_and_bad_values():
         PPOConfig(dynamic_sampling=True)
     with pytest.raises(ValueError, match="GRPO-only"):
         PPOConfig(mu=2)
+    with pytest.raises(ValueError, match="kl_estimator=full is GRPO-only"):
+        PPOConfig(kl_estimator="full")
     with pytest.raises(ValueError, match="minibatches"):
         PPOConfig(prompts_per_step=2, minibatches=3)
     with pytest.raises(ValueError, match="gae_lambda"):

@@ -123,9 +123,9 @@ def test_trainer_logprobs_follow_the_filtered_logprobs_option(random_tiny, filte
     roll, mask = g.rollout, g.rollout.completion_mask.bool()
     used = tr._no_grad_logprobs(tr.policy, roll)  # [N, C]
     with torch.no_grad():
-        full, _ = completion_logprobs(tr.policy, roll.prompt_ids, roll.prompt_mask, roll.completion_ids,
+        full, _, _ = completion_logprobs(tr.policy, roll.prompt_ids, roll.prompt_mask, roll.completion_ids,
                                       roll.completion_mask, 0.8)
-        sampler, _ = completion_logprobs(tr.policy, roll.prompt_ids, roll.prompt_mask, roll.completion_ids,
+        sampler, _, _ = completion_logprobs(tr.policy, roll.prompt_ids, roll.prompt_mask, roll.completion_ids,
                                          roll.completion_mask, 0.8, top_k=4, top_p=0.95)
     # the random model is near uniform: top-4 of ~100 tokens keeps a few % of the mass
     assert bool((sampler[mask] > full[mask] + 1.0).all())

@@ -40,6 +40,7 @@ from grpo.utils.metrics import mean_metrics
 from grpo.utils.optim import GuardedStep
 from grpo.core import (
     AGGREGATIONS,
+    EXACT_KL,
     KL_ESTIMATORS,
     OUTCOME_ESTIMATORS,
     POLICY_LOSSES,
@@ -92,7 +93,9 @@ class ControlGRPOConfig:
     aggregation: str = field(default="token-mean", metadata={
         "help": "how per-step losses become one number", "choices": AGGREGATIONS.names()})
     beta: float = field(default=0.04, metadata={"help": "KL penalty coefficient; 0 disables the reference"})
-    kl_estimator: str = field(default="k3", metadata={"help": "KL estimator", "choices": KL_ESTIMATORS.names()})
+    kl_estimator: str = field(default="k3", metadata={
+        "help": "KL estimator (full: the exact KL of the two action distributions at each visited state)",
+        "choices": [*KL_ESTIMATORS.names(), EXACT_KL]})
     ref_sync_every: int = field(default=10, metadata={"help": "R: reset the reference to the policy every R iterations"})
     ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus coefficient"})
     policy_loss: str = field(default="clip", metadata={
@@ -135,7 +138,8 @@ class ControlGRPOConfig:
         for name, registry in (("ratio_level", RATIO_LEVELS), ("aggregation", AGGREGATIONS),
                                ("kl_estimator", KL_ESTIMATORS), ("policy_loss", POLICY_LOSSES),
                                ("token_selection", TOKEN_SELECTIONS)):
-            registry.get(getattr(self, name))  # raises a ValueError naming the choices
+            if not (name == "kl_estimator" and self.kl_estimator == EXACT_KL):
+                registry.get(getattr(self, name))  # raises a ValueError naming the choices
         parse_loss_args(self.policy_loss_args)
         if self.reward_scale not in REWARD_SCALES:
             raise ValueError(f"grpo config: reward_scale must be one of {REWARD_SCALES}")
@@ -227,7 +231,8 @@ class GRPOAgent:
         adv = ADVANTAGES.get(cfg.advantage)(batch, cfg)  # [E, T]
         mask = batch.mask
         ref_logp = None
-        if self.ref is not None:
+        exact_kl = self.ref is not None and cfg.kl_estimator == EXACT_KL  # computed per minibatch, with gradient
+        if self.ref is not None and not exact_kl:
             ref_logp = torch.zeros_like(batch.logp)  # [E, T]
             with torch.no_grad():
                 ref_logp[mask] = self.ref.log_prob_entropy(batch.obs[mask], batch.actions[mask])[0]
@@ -241,6 +246,10 @@ class GRPOAgent:
                 logp = torch.zeros(mb_mask.shape)  # [e, T]; padding stays 0 and is masked out
                 logp_flat, entropy = self.actor.log_prob_entropy(batch.obs[idx][mb_mask], batch.actions[idx][mb_mask])
                 logp = logp.masked_scatter(mb_mask, logp_flat)
+                kl = None
+                if exact_kl:  # [e, T], 0 on padding
+                    kl_flat = self.actor.kl_to(self.ref, batch.obs[idx][mb_mask])  # [steps]
+                    kl = torch.zeros(mb_mask.shape).masked_scatter(mb_mask, kl_flat)
                 pg_w = None if sel is None else sel[idx]
                 if cfg.off_policy_mask_delta is not None:
                     keep = off_policy_sequence_mask(logp.detach(), batch.logp[idx], adv[idx], mb_mask,
@@ -252,7 +261,7 @@ class GRPOAgent:
                     eps_low=cfg.eps_low, eps_high=cfg.eps_high, ratio_level=cfg.ratio_level,
                     aggregation=cfg.aggregation, kl_estimator=cfg.kl_estimator,
                     constant=float(self.info.max_episode_steps), with_metrics=last_epoch,
-                    policy_loss=cfg.policy_loss, loss_params=self.loss_params, pg_weights=pg_w)
+                    policy_loss=cfg.policy_loss, loss_params=self.loss_params, pg_weights=pg_w, kl=kl)
                 entropy_mean = entropy.mean()
                 if cfg.ent_coef:
                     loss = loss - cfg.ent_coef * entropy_mean

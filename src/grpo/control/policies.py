@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from grpo.control.envs import EnvInfo
-from grpo.core import categorical_entropy, gaussian_entropy, gaussian_log_prob
+from grpo.core import categorical_entropy, categorical_kl, gaussian_entropy, gaussian_kl, gaussian_log_prob
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
@@ -62,6 +62,15 @@ class Actor(nn.Module):
             return logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1), categorical_entropy(out)
         log_std = self.log_std.expand_as(out)
         return gaussian_log_prob(actions, out, log_std), gaussian_entropy(log_std)
+
+    def kl_to(self, ref: "Actor", obs: Tensor) -> Tensor:
+        """Exact KL(pi(. | s) || ref(. | s)) [N] at observations [N, D]; the reference without gradients."""
+        out = self.net(obs)  # [N, A]
+        with torch.no_grad():
+            ref_out = ref.net(obs)
+        if self.discrete:
+            return categorical_kl(out, ref_out)
+        return gaussian_kl(out, self.log_std.expand_as(out), ref_out, ref.log_std.detach().expand_as(out))
 
     @torch.no_grad()
     def sample(self, obs: Tensor) -> tuple[Tensor, Tensor]:

@@ -16,10 +16,13 @@ from grpo.core.advantages import (
 )
 from grpo.core.estimators import OUTCOME_ESTIMATORS, AdvantageInputs, needs_baseline, outcome_advantages
 from grpo.core.kl import (
+    EXACT_KL,
     KL_ESTIMATORS,
     MAX_LOG_RATIO,
     categorical_entropy,
+    categorical_kl,
     gaussian_entropy,
+    gaussian_kl,
     gaussian_log_prob,
     kl_estimate,
 )
@@ -38,11 +41,11 @@ from grpo.core.rollout_correction import ROLLOUT_CORRECTIONS, off_policy_sequenc
 from grpo.core.token_selection import TOKEN_SELECTIONS, needs_entropy, select_tokens
 
 __all__ = [
-    "AGGREGATIONS", "KL_ESTIMATORS", "MAX_LOG_RATIO", "MICRO_BATCH_SHARES", "OUTCOME_ESTIMATORS", "POLICY_LOSSES",
+    "AGGREGATIONS", "EXACT_KL", "KL_ESTIMATORS", "MAX_LOG_RATIO", "MICRO_BATCH_SHARES", "OUTCOME_ESTIMATORS", "POLICY_LOSSES",
     "RATIO_LEVELS", "REWARD_SCALES", "ROLLOUT_CORRECTIONS", "TOKEN_SELECTIONS", "AdvantageInputs", "PolicyLossParams",
     "Registry", "ZERO_STD",
-    "aggregate", "categorical_entropy", "clipped_surrogate", "discounted_returns", "explained_variance", "gae",
-    "gaussian_entropy", "gaussian_log_prob", "group_advantages", "grpo_loss", "kl_estimate",
+    "aggregate", "categorical_entropy", "categorical_kl", "clipped_surrogate", "discounted_returns", "explained_variance", "gae",
+    "gaussian_entropy", "gaussian_kl", "gaussian_log_prob", "group_advantages", "grpo_loss", "kl_estimate",
     "masked_mean", "masked_sum", "masked_whiten", "needs_baseline", "needs_entropy", "off_policy_sequence_mask",
     "outcome_advantages", "parse_loss_args",
     "process_advantages", "rollout_weights", "select_tokens", "timestep_group_advantages", "value_loss",

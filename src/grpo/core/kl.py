@@ -11,6 +11,11 @@ All take per-sample (or per-token) log-probs [...] and return per-sample estimat
 Note: in GRPO the samples come from pi_old, not pi_theta, once the policy has taken a step
 (mu > 1 iterations, or several epochs in classic control); k3 is then no longer exactly
 unbiased. We keep the paper's estimator and say so, as TRL and verl do.
+
+``full`` (:data:`EXACT_KL`, :func:`categorical_kl`) is not an estimator: the KL between the two whole
+next-token distributions at each position, sum_v pi(v) log(pi(v) / pi_ref(v)). It needs both models'
+logits, not two log-probs, so it is not in the registry; the trainers compute it where the logits are.
+It has no sampling noise and stays exact whatever policy drew the tokens (mu > 1 included).
 """
 
 from __future__ import annotations
@@ -43,6 +48,31 @@ def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     log_r = (ref_logp - logp).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
     # expm1: exp(x) - x - 1 cancels catastrophically near x = 0 and rounds below 0 there.
     return torch.expm1(log_r) - log_r
+
+
+EXACT_KL = "full"  # the name that picks categorical_kl instead of a per-sample estimator
+
+
+def categorical_kl(logits: Tensor, ref_logits: Tensor) -> Tensor:
+    """Exact KL(Categorical(logits) || Categorical(ref_logits)) over the last dim. [..., V] -> [...].
+
+    Classes the policy gives probability 0 (-inf logits) add 0; a class the reference excludes and the
+    policy does not gives +inf, as the KL is.
+
+    >>> round(float(categorical_kl(torch.tensor([0.0, 0.0]), torch.log(torch.tensor([0.9, 0.1])))), 4)
+    0.5108
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    ref = torch.log_softmax(ref_logits.float(), dim=-1)
+    terms = logp.exp() * (logp - ref)  # [..., V]
+    return terms.masked_fill(torch.isneginf(logp), 0.0).sum(-1)
+
+
+def gaussian_kl(mean: Tensor, log_std: Tensor, ref_mean: Tensor, ref_log_std: Tensor) -> Tensor:
+    """Exact KL(N(mean, std) || N(ref_mean, ref_std)) of diagonal Gaussians, summed over D. [..., D] -> [...]."""
+    var_ratio = torch.exp(2 * (log_std - ref_log_std))
+    t = ((mean - ref_mean) * torch.exp(-ref_log_std)) ** 2
+    return (0.5 * (var_ratio + t - 1) - (log_std - ref_log_std)).sum(-1)
 
 
 def kl_estimate(logp: Tensor, ref_logp: Tensor, estimator: str = "k3") -> Tensor:

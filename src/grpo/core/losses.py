@@ -140,6 +140,7 @@ def grpo_loss(
     policy_loss: str = "clip",
     loss_params: PolicyLossParams | None = None,
     pg_weights: Tensor | None = None,
+    kl: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The GRPO objective (DeepSeekMath eq. 3), negated for minimisation.
 
@@ -150,7 +151,8 @@ def grpo_loss(
     the paper's), with its constants in ``loss_params`` (``eps_low``, ``eps_high`` and ``ratio_level``
     here override theirs). ``pg_weights`` [B, T] (detached) scales the policy term per token: the
     top-entropy selection and the rollout importance-sampling correction; the KL term is not scaled.
-    Shapes as in :func:`grpo.core.policy_losses.clipped_surrogate`. Returns (scalar loss, metrics).
+    ``kl`` [B, T] is a per-token KL computed elsewhere (the exact one, ``kl_estimator="full"``:
+    :func:`grpo.core.kl.categorical_kl`); given, it replaces the estimate from ``ref_logp``. Shapes as in :func:`grpo.core.policy_losses.clipped_surrogate`. Returns (scalar loss, metrics).
     """
     params = replace(loss_params or PolicyLossParams(), eps_low=eps_low, eps_high=eps_high, ratio_level=ratio_level)
     per_token, metrics = POLICY_LOSSES.get(policy_loss)(logp, old_logp, advantages, mask, params, with_metrics)
@@ -158,16 +160,20 @@ def grpo_loss(
         per_token = per_token * zero_padding(mask, pg_weights.detach().to(per_token.dtype))[0]
     if with_metrics:
         metrics["loss/policy"] = aggregate(per_token.detach(), mask, aggregation, constant)
+    if kl is not None:
+        kl = zero_padding(mask, kl)[0]  # [B, T]
     if beta > 0:
-        if ref_logp is None:
-            raise ValueError("beta > 0 needs the reference policy's log-probs (ref_logp)")
-        kl = kl_estimate(*zero_padding(mask, logp, ref_logp), kl_estimator)  # [B, T]
+        if ref_logp is None and kl is None:
+            raise ValueError("beta > 0 needs the reference policy's log-probs (ref_logp) or a per-token kl")
+        if kl is None:
+            kl = kl_estimate(*zero_padding(mask, logp, ref_logp), kl_estimator)  # [B, T]
         per_token = per_token + beta * kl
         if with_metrics:
             metrics["kl/ref"] = masked_mean(kl.detach(), mask)
-    elif ref_logp is not None and with_metrics:
-        kl = kl_estimate(*zero_padding(mask, logp.detach(), ref_logp), kl_estimator)
-        metrics["kl/ref"] = masked_mean(kl, mask)
+    elif (ref_logp is not None or kl is not None) and with_metrics:
+        if kl is None:
+            kl = kl_estimate(*zero_padding(mask, logp.detach(), ref_logp), kl_estimator)
+        metrics["kl/ref"] = masked_mean(kl.detach(), mask)
     loss = aggregate(per_token, mask, aggregation, constant)
     if with_metrics:
         metrics["loss/total"] = loss.detach()

@@ -10,7 +10,7 @@ from grpo.llm.presets import GUESS_FOLDER, GUESS_MODEL, GUESS_PRESETS
 
 # The names registered in grpo.core, spelled out so that building the CLI parser does not import
 # torch (``grpo --help`` stays instant); __post_init__ and a test check them against the registries.
-KL_ESTIMATOR_NAMES = ("k1", "k2", "k3")
+KL_ESTIMATOR_NAMES = ("k1", "k2", "k3", "full")  # grpo.core.KL_ESTIMATORS and EXACT_KL
 RATIO_LEVEL_NAMES = ("sequence", "token")
 AGGREGATION_NAMES = ("constant", "seq-mean-token-sum", "seq-mean-token-sum-norm", "sequence-mean", "token-mean",
                      "token-sum")
@@ -129,7 +129,8 @@ class GRPOConfig:
         "(Hugging Face's warmup; TRL's warmup_steps)"))
     beta: float = field(default=0.04, metadata=_help("KL coefficient (paper 0.04); 0 loads no reference model"))
     kl_estimator: str = field(default="k3", metadata=_help(
-        "KL estimator in the loss (k3: the paper's)", choices=KL_ESTIMATOR_NAMES))
+        "KL estimator in the loss (k3: the paper's; full: the exact KL of the whole next-token distributions, "
+        "no sampling noise, the reference's forward in every update pass)", choices=KL_ESTIMATOR_NAMES))
     eps_low: float = field(default=0.2, metadata=_help("clip range below: ratio >= 1 - eps_low"))
     eps_high: float | None = field(default=None, metadata=_help(
         "clip range above (DAPO clip-higher, e.g. 0.28); none: eps_low"))
@@ -288,15 +289,16 @@ class GRPOConfig:
         if bad:
             raise ValueError(f"invalid GRPOConfig value(s): " + ", ".join(f"{b}={getattr(self, b)!r}" for b in bad)
                              + " (see --help for the allowed range)")
-        from grpo.core import (AGGREGATIONS, KL_ESTIMATORS, OUTCOME_ESTIMATORS, POLICY_LOSSES, RATIO_LEVELS,
-                               REWARD_SCALES, ROLLOUT_CORRECTIONS, TOKEN_SELECTIONS)
+        from grpo.core import (AGGREGATIONS, EXACT_KL, KL_ESTIMATORS, OUTCOME_ESTIMATORS, POLICY_LOSSES, RATIO_LEVELS,
+                               REWARD_SCALES, ROLLOUT_CORRECTIONS, TOKEN_SELECTIONS, Registry)
 
-        for name, registry in (("kl_estimator", KL_ESTIMATORS), ("ratio_level", RATIO_LEVELS),
+        for name, registry in (("kl_estimator", (*KL_ESTIMATORS.names(), EXACT_KL)), ("ratio_level", RATIO_LEVELS),
                                ("aggregation", AGGREGATIONS), ("advantage_estimator", OUTCOME_ESTIMATORS),
                                ("policy_loss", POLICY_LOSSES), ("token_selection", TOKEN_SELECTIONS),
                                ("rollout_correction", ROLLOUT_CORRECTIONS)):
             if getattr(self, name) not in registry:
-                raise ValueError(f"{name}={getattr(self, name)!r} unknown; choose one of {registry.names()}")
+                choices = registry.names() if isinstance(registry, Registry) else list(registry)
+                raise ValueError(f"{name}={getattr(self, name)!r} unknown; choose one of {choices}")
         from grpo.core import parse_loss_args
 
         parse_loss_args(self.policy_loss_args)  # a bad NAME=VALUE fails here, in one line

@@ -62,6 +62,9 @@ class PPOConfig(GRPOConfig):
         given = [name for name, on in grpo_only.items() if on]
         if given:
             raise ValueError(f"{', '.join(given)}: GRPO-only option(s); PPO uses --epochs and --minibatches")
+        if self.kl_estimator == "full":
+            raise ValueError("kl_estimator=full is GRPO-only (PPO's per-token KL is taken on the sampled tokens); "
+                             "use k1, k2 or k3")
 
 
 # ``grpo llm train --algo NAME`` -> the config class it builds.

@@ -94,7 +94,7 @@ def sft_loss(model: Any, ids: torch.Tensor, att: torch.Tensor, trained: torch.Te
     head = lm_head_of(model)
     if head is not None:
         hidden, _ = LMForward(model)(**kw)  # [n, T, H]
-        logp, _ = head_logprobs(head, hidden[:, :-1][target][None], ids[:, 1:][target][None])  # [1, k]
+        logp = head_logprobs(head, hidden[:, :-1][target][None], ids[:, 1:][target][None]).logp  # [1, k]
     else:
         logits = model(**kw).logits[:, :-1].float()  # [n, T - 1, V]
         logp = selective_log_softmax(logits[target], ids[:, 1:][target])  # [k]

@@ -20,7 +20,9 @@ Sampling and scoring are the rollout stage (:class:`grpo.llm.rollout.sampler.Sam
   same numbers the generating policy gives, since it has not changed yet.
 - The reward model is not retrained when the reference is reset (iterative GRPO, 4.2): rewards
   here are rule-based or a fixed classifier.
-- k3 is biased once pi_theta != pi_old (mu > 1); we keep the paper's estimator (core/kl.py).
+- k3 is biased once pi_theta != pi_old (mu > 1); we keep the paper's estimator (core/kl.py). ``kl_estimator
+  full`` takes the exact KL of the whole next-token distributions instead (the reference's forward then
+  runs in every update pass, beside the policy's).
 - Options beyond the paper, all off by default: clip-higher (DAPO), dynamic sampling (DAPO),
   overlong masking (DAPO), token-mean or constant aggregation (DAPO, Dr. GRPO), sequence-level
   ratio (GSPO), batch-std or no reward scaling (Dr. GRPO), entropy bonus, and the algorithm menu
@@ -41,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from grpo.core import (MICRO_BATCH_SHARES, OUTCOME_ESTIMATORS, TOKEN_SELECTIONS, AdvantageInputs, aggregate, grpo_loss,
+from grpo.core import (EXACT_KL, MICRO_BATCH_SHARES, OUTCOME_ESTIMATORS, TOKEN_SELECTIONS, AdvantageInputs, aggregate, grpo_loss,
                        masked_mean, needs_baseline, needs_entropy, off_policy_sequence_mask, outcome_advantages,
                        parse_loss_args, process_advantages, rollout_weights)
 from grpo.llm.config import GRPOConfig
@@ -49,7 +51,7 @@ from grpo.llm.data.rewards import RewardSet
 from grpo.llm.data.tasks import Row
 from grpo.llm.infra.distributed import Runtime
 from grpo.llm.modeling.hidden import auto_micro_batch, length_order, row_widths
-from grpo.llm.modeling.logprobs import completion_logprobs, logprob_filter
+from grpo.llm.modeling.logprobs import TokenStats, completion_logprobs, logprob_filter
 from grpo.llm.rollout.batch import Batch, batch_metrics
 from grpo.llm.rollout.generation import Rollout
 from grpo.llm.rollout.process_steps import step_token_ends
@@ -120,8 +122,8 @@ class GRPOTrainer:
         return adv
 
     # ------------------------------------------------------------------ 2. policy updates
-    def _logprobs(self, model: Any, roll: Rollout, rows: Tensor, **kw: Any) -> tuple[Tensor, Tensor | None]:
-        """Log-probs (and entropy) [n, C] of the rows ``rows`` [n], computed on the columns they use:
+    def _logprobs(self, model: Any, roll: Rollout, rows: Tensor, **kw: Any) -> TokenStats:
+        """Log-probs (entropy, KL) [n, C] of the rows ``rows`` [n], computed on the columns they use:
         prompt columns that are padding in every row and completion columns after the longest row are
         left out of the forward pass (zeros there, where every mask is 0)."""
         C = roll.completion_ids.shape[1]
@@ -130,11 +132,11 @@ class GRPOTrainer:
         # Rows in runs of one prompt share its encoding (checked inside; else a plain forward). A micro-batch
         # that is not whole groups (--micro-batch not a multiple of G) starts and ends on multiples of
         # gcd(G, its rows) within a group, so runs of that many still share.
-        logp, ent = completion_logprobs(model, roll.prompt_ids[rows][:, p0:], pm[:, p0:],
-                                        roll.completion_ids[rows][:, :c1], cm[:, :c1], self.cfg.temperature,
-                                        group_size=math.gcd(self.cfg.group_size, len(rows)),
-                                        **logprob_filter(self.cfg), **kw)
-        return F.pad(logp, (0, C - c1)), None if ent is None else F.pad(ent, (0, C - c1))
+        stats = completion_logprobs(model, roll.prompt_ids[rows][:, p0:], pm[:, p0:],
+                                    roll.completion_ids[rows][:, :c1], cm[:, :c1], self.cfg.temperature,
+                                    group_size=math.gcd(self.cfg.group_size, len(rows)),
+                                    **logprob_filter(self.cfg), **kw)
+        return TokenStats(*(None if x is None else F.pad(x, (0, C - c1)) for x in stats))
 
     def _no_grad_logprobs(self, model: Any, roll: Rollout, with_entropy: bool = False) -> Tensor:
         """[N, C] log-probs (or, ``with_entropy``, entropies) of the whole batch, micro-batch by micro-batch."""
@@ -142,8 +144,8 @@ class GRPOTrainer:
         with torch.no_grad():
             mbs, real = self._micro_batches(roll)
             for mb in mbs[:real]:
-                logp, ent = self._logprobs(model, roll, mb, with_entropy=with_entropy)
-                out[mb] = ent if with_entropy else logp
+                stats = self._logprobs(model, roll, mb, with_entropy=with_entropy)
+                out[mb] = stats.entropy if with_entropy else stats.logp
             for mb in mbs[real:]:  # fill-ins: a collective pass that adds nothing
                 self._logprobs(model, roll, mb)
         return out
@@ -196,7 +198,10 @@ class GRPOTrainer:
         """mu optimizer steps on one generation batch; returns the metrics of the last one."""
         cfg, rt = self.cfg, self.rt
         old_logp = self._no_grad_logprobs(self.policy, roll) if cfg.mu > 1 else None  # [N, C]
-        ref_logp = self._no_grad_logprobs(self.ref, roll) if self.ref is not None else None  # [N, C]
+        # The exact KL ("full") needs the reference's logits beside the policy's: its forward runs inside each
+        # micro-batch (every update pass) instead of once here.
+        exact_kl = cfg.kl_estimator == EXACT_KL and self.ref is not None
+        ref_logp = self._no_grad_logprobs(self.ref, roll) if self.ref is not None and not exact_kl else None  # [N, C]
         # The global batch's normaliser. DDP/FSDP/DeepSpeed average gradients over processes, so each
         # process's loss is scaled by the world size: the sum is exactly the full batch's gradient.
         total = float(rt.sum(self.share(loss_mask)))
@@ -214,15 +219,16 @@ class GRPOTrainer:
                 with rt.accumulating(self.policy, last):  # gradients are all-reduced on the last only
                     mask = loss_mask[mb]
                     w = self.share(mask) / max(total, 1.0) * float(i < real)  # fill-ins add nothing
-                    logp, ent = self._logprobs(self.policy, roll, mb, with_entropy=True,
-                                               entropy_grad=cfg.entropy_coef > 0)
+                    logp, ent, kl = self._logprobs(self.policy, roll, mb, with_entropy=True,
+                                                   entropy_grad=cfg.entropy_coef > 0,
+                                                   kl_to=self.ref if exact_kl else None)
                     old = old_logp[mb] if old_logp is not None else logp.detach()
                     pg_w, w_metrics = self._pg_weights(logp, old, None if engine is None else engine[mb].to(old),
                                                        adv[mb], mask, None if sel is None else sel[mb])
                     loss, m = grpo_loss(logp, old, adv[mb], mask, None if ref_logp is None else ref_logp[mb], cfg.beta,
                                         cfg.eps_low, cfg.eps_high, cfg.ratio_level, cfg.aggregation, cfg.kl_estimator,
                                         constant, policy_loss=cfg.policy_loss, loss_params=self.loss_params,
-                                        pg_weights=pg_w)
+                                        pg_weights=pg_w, kl=kl)
                     m.update(w_metrics)
                     m["policy/entropy"] = masked_mean(ent.detach(), mask)
                     if cfg.entropy_coef > 0:

@@ -118,18 +118,18 @@ class PPOTrainer:
         """Log-probs [n, C], values [n, C] and (optionally) entropy [n, C] of ``roll``'s completions."""
         cfg = self.cfg
         if not self.value.shared:
-            logp, ent = completion_logprobs(self.policy, roll.prompt_ids, roll.prompt_mask, roll.completion_ids,
-                                            roll.completion_mask, cfg.temperature, with_entropy,
-                                            entropy_grad=cfg.entropy_coef > 0, group_size=cfg.group_size,
-                                            **logprob_filter(cfg))
+            logp, ent, _ = completion_logprobs(self.policy, roll.prompt_ids, roll.prompt_mask, roll.completion_ids,
+                                               roll.completion_mask, cfg.temperature, with_entropy,
+                                               entropy_grad=cfg.entropy_coef > 0, group_size=cfg.group_size,
+                                               **logprob_filter(cfg))
             values = self.value.completion_values(roll.prompt_ids, roll.prompt_mask, roll.completion_ids,
                                                   roll.completion_mask, cfg.group_size)
             return logp, values, ent
         # Shared backbone: one pass gives the hidden states that both heads read.
         h = self.value.completion_hidden(roll.prompt_ids, roll.prompt_mask, roll.completion_ids, roll.completion_mask,
                                          cfg.group_size)  # [n, C, H]
-        logp, ent = head_logprobs(self.policy.get_output_embeddings(), h, roll.completion_ids, cfg.temperature,
-                                  with_entropy, cfg.entropy_coef > 0, **logprob_filter(cfg))
+        logp, ent, _ = head_logprobs(self.policy.get_output_embeddings(), h, roll.completion_ids, cfg.temperature,
+                                     with_entropy, cfg.entropy_coef > 0, **logprob_filter(cfg))
         return logp, self.value.values_of(h), ent
 
     def _rows_per_pass(self, roll: Rollout) -> int:
