@@ -15,6 +15,8 @@ from grpo.cli import main
 from grpo.llm.config import GRPOConfig
 from grpo.llm.presets import GUESS_MODEL, GUESS_PRESETS, with_presets
 from grpo.llm.envs.guess_number import GuessNumberEnv
+from grpo.llm.envs.play import play
+from grpo.llm.modeling.models import load_model, load_tokenizer
 
 
 def test_guess_number_alone_gets_the_demo_recipe_and_given_options_win():
@@ -61,6 +63,13 @@ def test_one_step_prints_before_after_and_draws_curves(tmp_path, capsys):
     config = json.loads((out / "run_config.json").read_text())
     assert config["max_new_tokens"] == 14 and config["truncated"] == GUESS_PRESETS["truncated"]
     assert config["env_gamma"] == 0.0 and config["token_selection"] == "top-entropy" and config["beta"] == 0.15
+    # The evaluation games are played greedily too: the same turns as play()'s greedy games on those seeds
+    assert config["env_eval_greedy"] and "before -> after, greedy (the same 2 seeds)" in printed
+    greedy = {k[len("greedy/"):]: v for k, v in summary["env_eval_before"].items() if k.startswith("greedy/")}
+    model = summary["model"]
+    want = play(load_model(model), load_tokenizer(model), GuessNumberEnv, seeds=[10000, 10001], greedy=True,
+                max_turns=3)
+    assert greedy["episode/turns_mean"] == want["mean_turns"] and greedy["env/solved"] == want["solve_rate"]
 
 
 

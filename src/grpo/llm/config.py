@@ -97,6 +97,9 @@ class GRPOConfig:
     env_eval_episodes: int = field(default=32, metadata=_help(
         "env: episodes (reset seeds 10000, 10001, ...) played before and after training and every eval_every "
         "steps; mean return, turns and env info go to the summary; 0: skip"))
+    env_eval_greedy: bool = field(default=False, metadata=_help(
+        "env: play the evaluation episodes a second time greedily (the most likely token at every step, as "
+        "classic control and the single-turn accuracy evaluate), reported beside the sampled ones as greedy/..."))
     # --- batch -------------------------------------------------------------------------------
     steps: int = field(default=200, metadata=_help("policy-update rounds (one generation batch each)"))
     prompts_per_step: int = field(default=32, metadata=_help("prompts per step; each gets group_size samples"))

@@ -32,6 +32,9 @@ GUESS_PRESETS = {
     # costs at least what an unsolved game does (the environment's own truncation at 15 turns is not cut).
     "truncated": "penalize", "truncated_penalty": 1.5,
     "threads": 1, "env_eval_episodes": 100, "eval_every": 100,
+    # The evaluation games played at the training temperature and again greedily (the convention of the
+    # classic-control and single-turn evaluations): the bar of issue 14 is read on both.
+    "env_eval_greedy": True,
     # The demo's budget (issue 14: 10 minutes on 2 cores): a machine slower than those measured stops training
     # early, saves and evaluates, instead of running past it.
     "time_limit": 10.0,

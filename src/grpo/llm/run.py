@@ -308,6 +308,10 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
     if env_before is not None and env_after is not None:
         log(f"before -> after ({cfg.env_eval_episodes} episodes, seeds {EVAL_SEED_BASE}+): "
             + _env_change(env_before, env_after))
+        if cfg.env_eval_greedy:
+            log(f"before -> after, greedy (the same {cfg.env_eval_episodes} seeds): "
+                + _env_change(*({k[7:]: v for k, v in m.items() if k.startswith("greedy/")}
+                                for m in (env_before, env_after))))
     summary: dict[str, Any] = {}
     if rt.is_main:
         summary = {"model": path, "steps": done, "accuracy_before": before, "accuracy_after": after,

@@ -65,6 +65,8 @@ class MultiTurnTrainer(GRPOTrainer):
         gen = generate or GENERATOR_BUILDERS.get(cfg.generation)(cfg, self.rt.unwrap(policy), tokenizer, self.rt)
         self.runner = EpisodeRunner(name, factory, tokenizer, episode_limits(cfg, self.rt.unwrap(policy)), gen,
                                     cfg.seed)
+        self.greedy_runner = EpisodeRunner(name, factory, tokenizer, episode_limits(cfg, self.rt.unwrap(policy), True),
+                                           gen, cfg.seed) if cfg.env_eval_greedy else None
         self.sampler = self  # GRPOTrainer.update calls sampler.after_update()
 
     def after_update(self) -> None: ...
@@ -171,10 +173,16 @@ class MultiTurnTrainer(GRPOTrainer):
     def evaluate(self, episodes: int) -> dict[str, float]:
         """Mean return, turns, truncation and env info over ``episodes`` episodes of the fixed seeds
         10000, 10001, ... (one episode each, sampled as in training, keyed by the run seed); the return
-        counts the truncation penalty as training does."""
+        counts the truncation penalty as training does. With ``env_eval_greedy`` the same seeds are played
+        greedily too, under keys ``greedy/...``."""
         seeds = list(range(EVAL_SEED_BASE, EVAL_SEED_BASE + episodes))
-        with torch.no_grad(), self.rt.generation(self.policy) as model:
-            eps = self.runner.run(model, seeds, 1, -1)
-        b = episode_batch(eps, seeds, self.tok, self.cfg.truncated, self.cfg.truncated_penalty, 0.0)
-        m = episode_metrics(b, 1)
-        return {k: v for k, v in m.items() if k.startswith(("episode/", "tools/", "env/"))}
+        out: dict[str, float] = {}
+        for prefix, runner in (("", self.runner), ("greedy/", self.greedy_runner)):
+            if runner is None:
+                continue
+            with torch.no_grad(), self.rt.generation(self.policy) as model:
+                eps = runner.run(model, seeds, 1, -1)
+            b = episode_batch(eps, seeds, self.tok, self.cfg.truncated, self.cfg.truncated_penalty, 0.0)
+            m = episode_metrics(b, 1)
+            out.update({prefix + k: v for k, v in m.items() if k.startswith(("episode/", "tools/", "env/"))})
+        return out
