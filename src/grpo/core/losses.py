@@ -152,7 +152,8 @@ def grpo_loss(
     here override theirs). ``pg_weights`` [B, T] (detached) scales the policy term per token: the
     top-entropy selection and the rollout importance-sampling correction; the KL term is not scaled.
     ``kl`` [B, T] is a per-token KL computed elsewhere (the exact one, ``kl_estimator="full"``:
-    :func:`grpo.core.kl.categorical_kl`); given, it replaces the estimate from ``ref_logp``. Shapes as in :func:`grpo.core.policy_losses.clipped_surrogate`. Returns (scalar loss, metrics).
+    :func:`grpo.core.kl.categorical_kl`); given, it replaces the estimate from ``ref_logp``. Shapes as
+    in :func:`grpo.core.policy_losses.clipped_surrogate`. Returns (scalar loss, metrics).
     """
     params = replace(loss_params or PolicyLossParams(), eps_low=eps_low, eps_high=eps_high, ratio_level=ratio_level)
     per_token, metrics = POLICY_LOSSES.get(policy_loss)(logp, old_logp, advantages, mask, params, with_metrics)

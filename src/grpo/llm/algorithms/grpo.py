@@ -43,9 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from grpo.core import (EXACT_KL, MICRO_BATCH_SHARES, OUTCOME_ESTIMATORS, TOKEN_SELECTIONS, AdvantageInputs, aggregate, grpo_loss,
-                       masked_mean, needs_baseline, needs_entropy, off_policy_sequence_mask, outcome_advantages,
-                       parse_loss_args, process_advantages, rollout_weights)
+from grpo.core import (EXACT_KL, MICRO_BATCH_SHARES, OUTCOME_ESTIMATORS, TOKEN_SELECTIONS, AdvantageInputs, aggregate,
+                       grpo_loss, masked_mean, needs_baseline, needs_entropy, off_policy_sequence_mask,
+                       outcome_advantages, parse_loss_args, process_advantages, rollout_weights)
 from grpo.llm.config import GRPOConfig
 from grpo.llm.data.rewards import RewardSet
 from grpo.llm.data.tasks import Row
