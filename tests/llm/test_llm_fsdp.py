@@ -138,6 +138,28 @@ def test_fsdp2_lora_with_adapters_off_reference_equals_one_process(tiny_path, tm
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("adapter", [None, "lora"])
+def test_fsdp2_exact_kl_equals_one_process(tiny_path, tmp_path, adapter):
+    """kl_estimator full under FSDP2: the reference's forward runs inside every micro-batch (collective), its
+    logits beside the policy's (sharded weights: the models' own logits, not the chunked head); mu 2 takes
+    it twice. With LoRA the reference is the policy's own module with adapters off."""
+    opts = {**OPTS, "model": str(tiny_path), "kl_estimator": "full", "beta": 0.2}
+    if adapter == "lora":
+        opts.update(adapter="lora", lora_r=4)
+    train(GRPOConfig(**opts, out=str(tmp_path / "one"), progress=False), log=lambda *_: None)
+    proc = _launch(tmp_path, tmp_path / "two", opts)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["distributed"] == "FSDP2"
+    name = "adapter_model.safetensors" if adapter == "lora" else "model.safetensors"
+    _assert_same_weights(tmp_path / "one" / "final", tmp_path / "two" / "final", name)
+    m1, m2 = read_jsonl(tmp_path / "one" / "metrics.jsonl"), read_jsonl(tmp_path / "two" / "metrics.jsonl")
+    assert max(m["kl/ref"] for m in m1) > 0
+    for x, y in zip(m1, m2):
+        for key in ("kl/ref", "policy/grad_norm", "loss/total"):
+            assert _same_metric(y.get(key), x.get(key)), key
+
+
+@pytest.mark.slow
 def test_fsdp2_dynamic_sampling_equals_one_process(tiny_path, tmp_path):
     """Dynamic sampling under FSDP2: the processes keep different numbers of groups (on this seed one runs 3
     micro-batches where the other has 1), so the one with fewer repeats a micro-batch with weight 0 to run as
