@@ -49,6 +49,7 @@ ENTRIES: dict[str, tuple[dict | None, list[str] | None]] = {
     "kl-cov": ({"policy_loss": "kl-cov"}, ["--policy-loss", "kl-cov"]),
     "dppo-tv": ({"policy_loss": "dppo-tv"}, ["--policy-loss", "dppo-tv"]),
     "top-entropy": ({"token_selection": "top-entropy"}, ["--token-selection", "top-entropy"]),
+    "kl-full": ({"kl_estimator": "full"}, ["--kl-estimator", "full"]),  # the exact KL instead of k3
     "token-sum": ({"aggregation": "token-sum"}, ["--aggregation", "token-sum"]),
     "seq-mean-token-sum": ({"aggregation": "seq-mean-token-sum"}, ["--aggregation", "seq-mean-token-sum"]),
     "seq-mean-token-sum-norm": ({"aggregation": "seq-mean-token-sum-norm"},
