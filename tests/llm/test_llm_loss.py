@@ -16,9 +16,9 @@ from grpo.llm.algorithms.grpo import GRPOTrainer
 
 
 def test_config_choices_match_core_registries():
-    from grpo.core import AGGREGATIONS, EXACT_KL, KL_ESTIMATORS, RATIO_LEVELS, REWARD_SCALES
+    from grpo.core import AGGREGATIONS, EXACT_KL, KL_ESTIMATORS, KL_NAMES, RATIO_LEVELS, REWARD_SCALES
 
-    assert (*KL_ESTIMATORS.names(), EXACT_KL) == KL_ESTIMATOR_NAMES
+    assert KL_NAMES == (*KL_ESTIMATORS.names(), EXACT_KL) == KL_ESTIMATOR_NAMES
     assert tuple(RATIO_LEVELS.names()) == RATIO_LEVEL_NAMES
     assert tuple(AGGREGATIONS.names()) == AGGREGATION_NAMES
     assert tuple(REWARD_SCALES) == REWARD_SCALE_NAMES

@@ -41,7 +41,7 @@ from grpo.utils.optim import GuardedStep
 from grpo.core import (
     AGGREGATIONS,
     EXACT_KL,
-    KL_ESTIMATORS,
+    KL_NAMES,
     OUTCOME_ESTIMATORS,
     POLICY_LOSSES,
     RATIO_LEVELS,
@@ -95,7 +95,7 @@ class ControlGRPOConfig:
     beta: float = field(default=0.04, metadata={"help": "KL penalty coefficient; 0 disables the reference"})
     kl_estimator: str = field(default="k3", metadata={
         "help": "KL estimator (full: the exact KL of the two action distributions at each visited state)",
-        "choices": [*KL_ESTIMATORS.names(), EXACT_KL]})
+        "choices": list(KL_NAMES)})
     ref_sync_every: int = field(default=10, metadata={"help": "R: reset the reference to the policy every R iterations"})
     ent_coef: float = field(default=0.0, metadata={"help": "entropy bonus coefficient"})
     policy_loss: str = field(default="clip", metadata={
@@ -131,15 +131,14 @@ class ControlGRPOConfig:
             (self.advantage in ADVANTAGES, f"advantage must be one of {ADVANTAGES.names()}"),
             (0 < self.top_entropy_rho <= 1, "top_entropy_rho must be in (0, 1]"),
             (self.off_policy_mask_delta is None or self.off_policy_mask_delta >= 0, "off_policy_mask_delta must be >= 0"),
+            (self.kl_estimator in KL_NAMES, f"kl_estimator must be one of {list(KL_NAMES)}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"grpo config: {message}")
         for name, registry in (("ratio_level", RATIO_LEVELS), ("aggregation", AGGREGATIONS),
-                               ("kl_estimator", KL_ESTIMATORS), ("policy_loss", POLICY_LOSSES),
-                               ("token_selection", TOKEN_SELECTIONS)):
-            if not (name == "kl_estimator" and self.kl_estimator == EXACT_KL):
-                registry.get(getattr(self, name))  # raises a ValueError naming the choices
+                               ("policy_loss", POLICY_LOSSES), ("token_selection", TOKEN_SELECTIONS)):
+            registry.get(getattr(self, name))  # raises a ValueError naming the choices
         parse_loss_args(self.policy_loss_args)
         if self.reward_scale not in REWARD_SCALES:
             raise ValueError(f"grpo config: reward_scale must be one of {REWARD_SCALES}")
@@ -244,12 +243,13 @@ class GRPOAgent:
             for idx in torch.randperm(E).chunk(cfg.minibatches):
                 mb_mask = mask[idx]  # [e, T]
                 logp = torch.zeros(mb_mask.shape)  # [e, T]; padding stays 0 and is masked out
-                logp_flat, entropy = self.actor.log_prob_entropy(batch.obs[idx][mb_mask], batch.actions[idx][mb_mask])
+                obs = batch.obs[idx][mb_mask]  # [steps, D]
+                out = self.actor(obs)  # [steps, A] one forward for the log-probs and the exact KL
+                logp_flat, entropy = self.actor.log_prob_entropy_of(out, batch.actions[idx][mb_mask])
                 logp = logp.masked_scatter(mb_mask, logp_flat)
                 kl = None
                 if exact_kl:  # [e, T], 0 on padding
-                    kl_flat = self.actor.kl_to(self.ref, batch.obs[idx][mb_mask])  # [steps]
-                    kl = torch.zeros(mb_mask.shape).masked_scatter(mb_mask, kl_flat)
+                    kl = torch.zeros(mb_mask.shape).masked_scatter(mb_mask, self.actor.kl_to(self.ref, obs, out))
                 pg_w = None if sel is None else sel[idx]
                 if cfg.off_policy_mask_delta is not None:
                     keep = off_policy_sequence_mask(logp.detach(), batch.logp[idx], adv[idx], mb_mask,

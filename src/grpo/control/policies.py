@@ -56,16 +56,20 @@ class Actor(nn.Module):
 
     def log_prob_entropy(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         """Log-probs [N] of the given actions ([N] long or [N, A]) and entropies [N]."""
-        out = self.net(obs)  # [N, A]
+        return self.log_prob_entropy_of(self.net(obs), actions)
+
+    def log_prob_entropy_of(self, out: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`log_prob_entropy` from the network's outputs ``out`` [N, A] (logits or means)."""
         if self.discrete:
             logp_all = torch.log_softmax(out, dim=-1)
             return logp_all.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1), categorical_entropy(out)
         log_std = self.log_std.expand_as(out)
         return gaussian_log_prob(actions, out, log_std), gaussian_entropy(log_std)
 
-    def kl_to(self, ref: "Actor", obs: Tensor) -> Tensor:
-        """Exact KL(pi(. | s) || ref(. | s)) [N] at observations [N, D]; the reference without gradients."""
-        out = self.net(obs)  # [N, A]
+    def kl_to(self, ref: "Actor", obs: Tensor, out: Tensor | None = None) -> Tensor:
+        """Exact KL(pi(. | s) || ref(. | s)) [N] at observations [N, D]; the reference without gradients.
+        ``out``: this actor's ``net(obs)`` [N, A] when the caller already has it."""
+        out = self.net(obs) if out is None else out  # [N, A]
         with torch.no_grad():
             ref_out = ref.net(obs)
         if self.discrete:

@@ -18,6 +18,7 @@ from grpo.core.estimators import OUTCOME_ESTIMATORS, AdvantageInputs, needs_base
 from grpo.core.kl import (
     EXACT_KL,
     KL_ESTIMATORS,
+    KL_NAMES,
     MAX_LOG_RATIO,
     categorical_entropy,
     categorical_kl,
@@ -41,7 +42,7 @@ from grpo.core.rollout_correction import ROLLOUT_CORRECTIONS, off_policy_sequenc
 from grpo.core.token_selection import TOKEN_SELECTIONS, needs_entropy, select_tokens
 
 __all__ = [
-    "AGGREGATIONS", "EXACT_KL", "KL_ESTIMATORS", "MAX_LOG_RATIO", "MICRO_BATCH_SHARES", "OUTCOME_ESTIMATORS", "POLICY_LOSSES",
+    "AGGREGATIONS", "EXACT_KL", "KL_ESTIMATORS", "KL_NAMES", "MAX_LOG_RATIO", "MICRO_BATCH_SHARES", "OUTCOME_ESTIMATORS", "POLICY_LOSSES",
     "RATIO_LEVELS", "REWARD_SCALES", "ROLLOUT_CORRECTIONS", "TOKEN_SELECTIONS", "AdvantageInputs", "PolicyLossParams",
     "Registry", "ZERO_STD",
     "aggregate", "categorical_entropy", "categorical_kl", "clipped_surrogate", "discounted_returns", "explained_variance", "gae",

@@ -51,6 +51,7 @@ def kl_k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
 
 
 EXACT_KL = "full"  # the name that picks categorical_kl instead of a per-sample estimator
+KL_NAMES: tuple[str, ...] = (*KL_ESTIMATORS.names(), EXACT_KL)  # every name a kl_estimator option takes
 
 
 def categorical_kl(logits: Tensor, ref_logits: Tensor) -> Tensor:

@@ -163,17 +163,13 @@ def grpo_loss(
         metrics["loss/policy"] = aggregate(per_token.detach(), mask, aggregation, constant)
     if kl is not None:
         kl = zero_padding(mask, kl)[0]  # [B, T]
+    elif ref_logp is not None and (beta > 0 or with_metrics):  # with beta 0, only for the metric
+        kl = kl_estimate(*zero_padding(mask, logp if beta > 0 else logp.detach(), ref_logp), kl_estimator)  # [B, T]
     if beta > 0:
-        if ref_logp is None and kl is None:
+        if kl is None:
             raise ValueError("beta > 0 needs the reference policy's log-probs (ref_logp) or a per-token kl")
-        if kl is None:
-            kl = kl_estimate(*zero_padding(mask, logp, ref_logp), kl_estimator)  # [B, T]
         per_token = per_token + beta * kl
-        if with_metrics:
-            metrics["kl/ref"] = masked_mean(kl.detach(), mask)
-    elif (ref_logp is not None or kl is not None) and with_metrics:
-        if kl is None:
-            kl = kl_estimate(*zero_padding(mask, logp.detach(), ref_logp), kl_estimator)
+    if kl is not None and with_metrics:
         metrics["kl/ref"] = masked_mean(kl.detach(), mask)
     loss = aggregate(per_token, mask, aggregation, constant)
     if with_metrics:

@@ -10,7 +10,7 @@ from grpo.llm.presets import GUESS_FOLDER, GUESS_MODEL, GUESS_PRESETS
 
 # The names registered in grpo.core, spelled out so that building the CLI parser does not import
 # torch (``grpo --help`` stays instant); __post_init__ and a test check them against the registries.
-KL_ESTIMATOR_NAMES = ("k1", "k2", "k3", "full")  # grpo.core.KL_ESTIMATORS and EXACT_KL
+KL_ESTIMATOR_NAMES = ("k1", "k2", "k3", "full")  # grpo.core.KL_NAMES
 RATIO_LEVEL_NAMES = ("sequence", "token")
 AGGREGATION_NAMES = ("constant", "seq-mean-token-sum", "seq-mean-token-sum-norm", "sequence-mean", "token-mean",
                      "token-sum")
@@ -292,16 +292,17 @@ class GRPOConfig:
         if bad:
             raise ValueError(f"invalid GRPOConfig value(s): " + ", ".join(f"{b}={getattr(self, b)!r}" for b in bad)
                              + " (see --help for the allowed range)")
-        from grpo.core import (AGGREGATIONS, EXACT_KL, KL_ESTIMATORS, OUTCOME_ESTIMATORS, POLICY_LOSSES, RATIO_LEVELS,
-                               REWARD_SCALES, ROLLOUT_CORRECTIONS, TOKEN_SELECTIONS, Registry)
+        from grpo.core import (AGGREGATIONS, KL_NAMES, OUTCOME_ESTIMATORS, POLICY_LOSSES, RATIO_LEVELS, REWARD_SCALES,
+                               ROLLOUT_CORRECTIONS, TOKEN_SELECTIONS)
 
-        for name, registry in (("kl_estimator", (*KL_ESTIMATORS.names(), EXACT_KL)), ("ratio_level", RATIO_LEVELS),
+        if self.kl_estimator not in KL_NAMES:
+            raise ValueError(f"kl_estimator={self.kl_estimator!r} unknown; choose one of {list(KL_NAMES)}")
+        for name, registry in (("ratio_level", RATIO_LEVELS),
                                ("aggregation", AGGREGATIONS), ("advantage_estimator", OUTCOME_ESTIMATORS),
                                ("policy_loss", POLICY_LOSSES), ("token_selection", TOKEN_SELECTIONS),
                                ("rollout_correction", ROLLOUT_CORRECTIONS)):
             if getattr(self, name) not in registry:
-                choices = registry.names() if isinstance(registry, Registry) else list(registry)
-                raise ValueError(f"{name}={getattr(self, name)!r} unknown; choose one of {choices}")
+                raise ValueError(f"{name}={getattr(self, name)!r} unknown; choose one of {registry.names()}")
         from grpo.core import parse_loss_args
 
         parse_loss_args(self.policy_loss_args)  # a bad NAME=VALUE fails here, in one line

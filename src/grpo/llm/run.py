@@ -27,7 +27,7 @@ from grpo.llm.infra.runlog import RunLog
 from grpo.llm.infra.schedules import lr_factor, set_learning_rates
 from grpo.llm.infra.time_budget import out_of_time, process_elapsed_s, steps_in_time
 from grpo.llm.rollout.batch import sample_records
-from grpo.llm.algorithms.multiturn import EVAL_SEED_BASE
+from grpo.llm.algorithms.multiturn import EVAL_SEED_BASE, GREEDY
 from grpo.utils.config import to_dict
 from grpo.utils.io import write_json
 from grpo.utils.optim import make_optimizer
@@ -310,7 +310,7 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
             + _env_change(env_before, env_after))
         if cfg.env_eval_greedy:
             log(f"before -> after, greedy (the same {cfg.env_eval_episodes} seeds): "
-                + _env_change(*({k[7:]: v for k, v in m.items() if k.startswith("greedy/")}
+                + _env_change(*({k[len(GREEDY):]: v for k, v in m.items() if k.startswith(GREEDY)}
                                 for m in (env_before, env_after))))
     summary: dict[str, Any] = {}
     if rt.is_main:

@@ -43,6 +43,7 @@ from grpo.llm.rollout.episodes import EpisodeRunner, Limits
 from grpo.llm.rollout.seeding import group_seeds
 
 EVAL_SEED_BASE = 10_000  # evaluation episodes use reset seeds 10000, 10001, ... (the classic-control protocol's)
+GREEDY = "greedy/"  # the prefix of the evaluation metrics of greedy play (env_eval_greedy)
 DEFAULT_EPISODE_TOKENS = 4096  # when the model states no context length
 
 
@@ -177,7 +178,7 @@ class MultiTurnTrainer(GRPOTrainer):
         greedily too, under keys ``greedy/...``."""
         seeds = list(range(EVAL_SEED_BASE, EVAL_SEED_BASE + episodes))
         out: dict[str, float] = {}
-        for prefix, runner in (("", self.runner), ("greedy/", self.greedy_runner)):
+        for prefix, runner in (("", self.runner), (GREEDY, self.greedy_runner)):
             if runner is None:
                 continue
             with torch.no_grad(), self.rt.generation(self.policy) as model:
