@@ -13,6 +13,7 @@ from grpo.llm.modeling.adapters import AdapterOffReference, check_adapter_option
 from grpo.llm.algorithms.registry import build_trainer
 from grpo.llm.bounds import check_memory
 from grpo.llm.infra.checkpoint import load_trainer_state, prepare_run_dir, save_checkpoint, save_model
+from grpo.llm.infra.cpu_memory import keep_freed_memory
 from grpo.llm.config import GRPOConfig
 from grpo.llm.infra.distributed import Runtime, make_runtime
 from grpo.llm.data.heldout import eval_set
@@ -150,6 +151,8 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = rt.device
+    if cfg.keep_freed_memory and device.type == "cpu":
+        keep_freed_memory()
     with rt.main_first():  # the tiny model is built, a GGUF file converted, once and cached
         path = model_path(cfg, log)
     check_memory(cfg, path, device)  # a batch that cannot fit: refused before anything big loads
