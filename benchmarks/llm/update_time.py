@@ -7,7 +7,8 @@ by the caller (``PYTHONPATH=<tree>/src`` picks the version).
 The first run samples the batch (``--prompts`` word problems x ``--group-size``, temperature 0.7,
 ``--max-new-tokens``, with the model given) and saves it to ``--batch``; later runs load it, so every
 version updates on the same tokens. Prints one JSON line: the completion lengths and the seconds of
-each of ``--repeats`` updates (the first one warms up).
+each of ``--repeats`` updates (the first one warms up). Freed memory is kept in the process as
+``grpo llm train`` keeps it on CPU (``grpo.llm.infra.cpu_memory``); ``--system-malloc`` leaves glibc's as it is.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--system-malloc", action="store_true",
+                    help="leave glibc's malloc as it is (default: keep freed memory, as grpo llm train does on CPU)")
     args = ap.parse_args()
 
     import torch
@@ -43,7 +46,10 @@ def main() -> None:
     from grpo.llm.modeling.pretrained import resolve_model
     from grpo.llm.rollout.generation import Rollout, encode_prompts, generate
 
+    from grpo.llm.infra.cpu_memory import keep_freed_memory
+
     torch.set_num_threads(args.threads)
+    kept = False if args.system_malloc else keep_freed_memory()
     path = resolve_model(args.model, log=None)
     policy, tok = load_model(path), load_tokenizer(path)
     rows = load_rows(args.task, "train")[:args.prompts]
@@ -69,7 +75,8 @@ def main() -> None:
         seconds.append(round(time.perf_counter() - t0, 3))
     lengths = roll.lengths.tolist()
     print(json.dumps({"rows": N, "width": C, "mean_length": round(statistics.mean(lengths), 1),
-                      "max_length": max(lengths), "micro_batch": args.micro_batch, "threads": torch.get_num_threads(),
+                      "max_length": max(lengths), "micro_batch": args.micro_batch, "keep_freed_memory": kept,
+                      "threads": torch.get_num_threads(),
                       "seconds": seconds, "median_after_first": statistics.median(seconds[1:] or seconds)}))
 
 
