@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from grpo.llm.config import GRPOConfig
+from test_llm_sft import word_tiny  # noqa: F401 (a fixture: the tiny model with a chat template)
 
 _libc, _version = platform.libc_ver()
 glibc = pytest.mark.skipif(platform.system() != "Linux" or _libc != "glibc"
@@ -83,6 +84,22 @@ def test_the_trainer_keeps_freed_memory_on_cpu_only_when_asked(random_tiny, tmp_
                          tensorboard=False, device="cpu", keep_freed_memory=keep)
         run.train(cfg, log=lambda _: None)
     assert calls == [1]  # the run with the option on, not the one with it off
+
+
+def test_sft_keeps_freed_memory_on_cpu_only_when_asked(word_tiny, tmp_path, monkeypatch):  # noqa: F811
+    import grpo.llm.infra.cpu_memory as cpu_memory
+    from grpo.llm.sft import SFTConfig, train_sft
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"{i}?"},
+                                                     {"role": "assistant", "content": "ok"}]}) + "\n"
+                            for i in range(2)))
+    calls = []
+    monkeypatch.setattr(cpu_memory, "keep_freed_memory", lambda: calls.append(1) or True)
+    for keep in (True, False):
+        train_sft(SFTConfig(data=str(data), model=str(word_tiny), batch_size=2, device="cpu",
+                            out=str(tmp_path / f"sft-{keep}"), keep_freed_memory=keep), log=lambda _: None)
+    assert calls == [1]
 
 
 def test_the_option_is_on_by_default_and_can_be_turned_off_on_the_command_line():

@@ -49,6 +49,8 @@ class SFTConfig:
     seed: int = field(default=0, metadata=_help("seed of the demonstrations' reset seeds and of the order"))
     device: str = field(default="auto", metadata=_help("auto (a GPU when there is one), cpu, cuda, cuda:1, mps"))
     threads: int | None = field(default=None, metadata=_help("torch CPU threads (default: torch's)"))
+    keep_freed_memory: bool = field(default=True, metadata=_help(
+        "CPU under glibc: freed memory stays in the process and is reused (as grpo llm train's option)"))
     out: str = field(default="runs/sft", metadata=_help("run folder; the model goes to OUT/final"))
     overwrite: bool = field(default=False, metadata=_help("replace this command's files in --out"))
 
@@ -151,6 +153,7 @@ def train_sft(cfg: SFTConfig, log: Callable[[str], None] = print) -> dict[str, A
 
     from grpo.llm.config import GRPOConfig
     from grpo.llm.infra.checkpoint import save_model
+    from grpo.llm.infra.cpu_memory import keep_freed_memory
     from grpo.llm.modeling.models import load_model, load_tokenizer, pick_device
     from grpo.llm.rollout.generation import eos_ids_of
     from grpo.llm.run import model_path
@@ -166,6 +169,8 @@ def train_sft(cfg: SFTConfig, log: Callable[[str], None] = print) -> dict[str, A
     name, demonstrations = demonstration_source(cfg)  # a bad file or an env without expert: refused here
     path = model_path(GRPOConfig(model=cfg.model), log)
     model, tok = load_model(path, device=pick_device(cfg.device)), load_tokenizer(path)
+    if cfg.keep_freed_memory and next(model.parameters()).device.type == "cpu":
+        keep_freed_memory()
     episodes = demonstrations(model, tok, eos_ids_of(tok, model)[0])  # <|im_end|> ends a ChatML turn
     write_json(out / "sft_config.json", to_dict(cfg) | {"model_path": path})
 
