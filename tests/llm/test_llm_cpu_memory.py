@@ -77,13 +77,13 @@ def test_the_trainer_keeps_freed_memory_on_cpu_only_when_asked(random_tiny, tmp_
     model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     calls = []
-    monkeypatch.setattr(run, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(run, "keep_freed_memory", lambda device_type: calls.append(device_type) or True)
     for keep in (True, False):
         cfg = GRPOConfig(model=str(tmp_path / "m"), prompts_per_step=2, group_size=2, max_new_tokens=3, steps=1,
                          eval_split=None, beta=0.0, out=str(tmp_path / f"run-{keep}"), progress=False,
                          tensorboard=False, device="cpu", keep_freed_memory=keep)
         run.train(cfg, log=lambda _: None)
-    assert calls == [1]  # the run with the option on, not the one with it off
+    assert calls == ["cpu"]  # the run with the option on, not the one with it off
 
 
 def test_sft_keeps_freed_memory_on_cpu_only_when_asked(word_tiny, tmp_path, monkeypatch):  # noqa: F811
@@ -95,11 +95,17 @@ def test_sft_keeps_freed_memory_on_cpu_only_when_asked(word_tiny, tmp_path, monk
                                                      {"role": "assistant", "content": "ok"}]}) + "\n"
                             for i in range(2)))
     calls = []
-    monkeypatch.setattr(cpu_memory, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(cpu_memory, "keep_freed_memory", lambda device_type: calls.append(device_type) or True)
     for keep in (True, False):
         train_sft(SFTConfig(data=str(data), model=str(word_tiny), batch_size=2, device="cpu",
                             out=str(tmp_path / f"sft-{keep}"), keep_freed_memory=keep), log=lambda _: None)
-    assert calls == [1]
+    assert calls == ["cpu"]
+
+
+def test_a_run_whose_tensors_are_not_in_host_memory_changes_nothing():
+    from grpo.llm.infra.cpu_memory import keep_freed_memory
+
+    assert keep_freed_memory("cuda") is False and keep_freed_memory("mps") is False  # mallopt not called
 
 
 def test_the_option_is_on_by_default_and_can_be_turned_off_on_the_command_line():

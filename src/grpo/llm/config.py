@@ -69,7 +69,7 @@ class GRPOConfig:
         "torch CPU threads; none: torch's default (1 is fastest for the tiny model on a busy machine)"))
     keep_freed_memory: bool = field(default=True, metadata=_help(
         "CPU under glibc: freed memory stays in the process and is reused, instead of every large tensor being "
-        "mapped afresh and faulted in page by page (~20%% faster updates of a 135M model, ~6%% more peak memory)"))
+        "mapped afresh and faulted in page by page (~16%% faster updates of a 135M model, ~5%% more peak memory)"))
     # --- multi-turn environments (docs/multi-turn.md) ---------------------------------------
     env: str | None = field(default=None, metadata=_help(
         "train on episodes of a text environment: calculator, code-function, guess-number, MODULE:CLASS or a "

@@ -74,8 +74,8 @@ PPO_ONLY_FIELDS = tuple(f.name for f in fields(PPOConfig) if f.init and f.name n
 
 
 # What ``--resume`` may change: the budget (only upwards), where and how fast it runs, and what is logged.
-RESUME_SAFE = ("out", "resume", "overwrite", "device", "threads", "keep_freed_memory", "progress", "tensorboard", "report_to",
-               "log_every", "log_samples", "samples_every", "eval_every", "save_every", "keep_checkpoints",
+RESUME_SAFE = ("out", "resume", "overwrite", "device", "threads", "keep_freed_memory", "progress", "tensorboard",
+               "report_to", "log_every", "log_samples", "samples_every", "eval_every", "save_every", "keep_checkpoints",
                "time_limit")
 RESUME_GROW = ("steps",)
 

@@ -151,8 +151,8 @@ def train(cfg: GRPOConfig, log: Callable[[str], None] = print) -> dict[str, Any]
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     device = rt.device
-    if cfg.keep_freed_memory and device.type == "cpu":
-        keep_freed_memory()
+    if cfg.keep_freed_memory:
+        keep_freed_memory(device.type)
     with rt.main_first():  # the tiny model is built, a GGUF file converted, once and cached
         path = model_path(cfg, log)
     check_memory(cfg, path, device)  # a batch that cannot fit: refused before anything big loads

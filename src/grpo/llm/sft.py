@@ -169,8 +169,8 @@ def train_sft(cfg: SFTConfig, log: Callable[[str], None] = print) -> dict[str, A
     name, demonstrations = demonstration_source(cfg)  # a bad file or an env without expert: refused here
     path = model_path(GRPOConfig(model=cfg.model), log)
     model, tok = load_model(path, device=pick_device(cfg.device)), load_tokenizer(path)
-    if cfg.keep_freed_memory and next(model.parameters()).device.type == "cpu":
-        keep_freed_memory()
+    if cfg.keep_freed_memory:
+        keep_freed_memory(next(model.parameters()).device.type)
     episodes = demonstrations(model, tok, eos_ids_of(tok, model)[0])  # <|im_end|> ends a ChatML turn
     write_json(out / "sft_config.json", to_dict(cfg) | {"model_path": path})
 
